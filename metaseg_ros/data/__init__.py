@@ -1,0 +1,1 @@
+"""Datasets and the synthetic video generator."""

@@ -1,0 +1,1 @@
+"""Running the model: pre/post-processing, backends (eager, ONNX Runtime, TensorRT), export."""

@@ -1,0 +1,1 @@
+"""MetaSegmenter network: backbones, pixel decoder, transformer decoder, memory."""

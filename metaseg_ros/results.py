@@ -1,0 +1,112 @@
+"""Plain data passed between the segmenter, the tracker and their users (node, replay, eval).
+
+No ROS and no torch here: these are numpy-backed, immutable records.
+
+    image (H, W, 3) uint8 RGB
+      -> Segmenter.step()       -> FrameDetections   (instances of one frame, no identity)
+      -> Tracker.update()       -> TrackedInstance[] (persistent track ids)
+      -> PerceptionPipeline.step() returns TrackedFrame
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class BoundingBox:
+    """Axis-aligned pixel box: top-left corner (x, y) and size, in source-image pixels."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray) -> BoundingBox:
+        """Tight box around the True pixels of a (H, W) mask; all zeros for an empty mask."""
+        rows = np.flatnonzero(mask.any(axis=1))
+        if rows.size == 0:
+            return cls(0, 0, 0, 0)
+        cols = np.flatnonzero(mask.any(axis=0))
+        return cls(int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1),
+                   int(rows[-1] - rows[0] + 1))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Detection:
+    """One instance segmented in one frame, before tracking.
+
+    mask: (H, W) bool at the source image's resolution.
+    embedding: (D,) float32 query embedding of the decoder query that produced it
+        (used by the tracker for association).
+    class_probs: (C,) float32 class probabilities over the model's classes, the
+        no-object class excluded (used by the tracker's class vote).
+    query_index: the decoder query slot that produced it (-1 when not applicable).
+    """
+
+    class_id: int
+    score: float
+    mask: np.ndarray
+    embedding: np.ndarray
+    class_probs: np.ndarray
+    query_index: int = -1
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FrameDetections:
+    """All instances segmented in one frame of size height x width."""
+
+    height: int
+    width: int
+    detections: tuple[Detection, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TrackedInstance:
+    """An instance with a persistent identity, as published to planners.
+
+    track_id: uint32, monotonic, never reused while the process lives; 0 is reserved.
+    age: frames since the track was born, this one included; hits: frames it was seen.
+    """
+
+    track_id: int
+    class_id: int
+    class_name: str
+    score: float
+    mask: np.ndarray
+    bbox: BoundingBox
+    age: int
+    hits: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TrackedFrame:
+    """The result of one pipeline step: tracked instances plus per-stage timings (ms)."""
+
+    height: int
+    width: int
+    instances: tuple[TrackedInstance, ...]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """What produces per-frame instances from RGB frames while keeping temporal state."""
+
+    @property
+    def class_names(self) -> Sequence[str]:
+        """Names of the model's classes, indexed by class_id."""
+        ...
+
+    def step(self, image: np.ndarray) -> FrameDetections:
+        """Segment one (H, W, 3) uint8 RGB frame, updating the temporal memory."""
+        ...
+
+    def reset(self) -> None:
+        """Forget all temporal state (start of a new video)."""
+        ...

@@ -1,0 +1,1 @@
+"""Persistent track identities across frames (no ROS)."""

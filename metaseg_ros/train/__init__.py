@@ -1,0 +1,1 @@
+"""Training: matching, losses, the training loop."""

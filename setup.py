@@ -1,0 +1,38 @@
+"""Python packaging of metaseg_ros (the pure-Python parts; `pip install .` needs no ROS).
+
+On a ROS 2 install, colcon builds the package through CMakeLists.txt (build type
+ament_cmake), which also generates and installs the messages (metaseg_ros.msg).
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="metaseg_ros",
+    version="0.1.0",
+    description="MetaSegmenter video instance segmentation with persistent track IDs for ROS 2",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["metaseg_ros", "metaseg_ros.*"]),
+    include_package_data=True,
+    package_data={"metaseg_ros": ["weights/*.safetensors", "weights/*.json", "weights/*.md",
+                                  "resources/*"]},
+    install_requires=[
+        "torch>=2.4",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "safetensors>=0.4",
+        "PyYAML>=6",
+        "pillow>=10",
+    ],
+    extras_require={
+        "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
+        "convert": ["transformers>=4.40"],
+        "eval": ["pycocotools>=2.0.7", "motmetrics>=1.4", "rosbags>=0.10"],
+        "train": ["tensorboard>=2.14", "tqdm>=4.60", "imgviz>=1.7"],
+    },
+    entry_points={
+        "console_scripts": [
+            "metaseg_node = metaseg_ros.ros.node:main",
+        ],
+    },
+)
