@@ -1,0 +1,65 @@
+"""Start metaseg_node.
+
+    ros2 launch metaseg_ros metaseg.launch.py image:=/camera/image_raw
+
+Arguments: image (input topic; the compressed input is <image>/compressed), params_file,
+namespace, use_sim_time, backend (eager | onnxruntime | tensorrt | exported), and
+fastdds_profile (the shared-memory transport profile that lets large best-effort images
+through; exported as FASTDDS_DEFAULT_PROFILES_FILE and, for Humble/Jazzy,
+FASTRTPS_DEFAULT_PROFILES_FILE).
+
+metaseg_ros/ros/launch_command.py spells out the command line this file makes launch_ros
+run; the tests start the node with exactly that command line.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = FindPackageShare("metaseg_ros")
+    image = LaunchConfiguration("image")
+    profile = LaunchConfiguration("fastdds_profile")
+    return LaunchDescription([
+        DeclareLaunchArgument("image", default_value="/camera/image_raw",
+                              description="sensor_msgs/Image topic to segment"),
+        DeclareLaunchArgument("params_file",
+                              default_value=PathJoinSubstitution([share, "config", "metaseg.yaml"]),
+                              description="Node parameters (YAML)"),
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="Namespace of the node and its topics"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="Use /clock (bag replay, simulation)"),
+        DeclareLaunchArgument("backend", default_value="eager",
+                              description="eager | onnxruntime | tensorrt | exported"),
+        DeclareLaunchArgument("fastdds_profile",
+                              default_value=PathJoinSubstitution(
+                                  [share, "config", "fastdds_shm.xml"]),
+                              description="Fast DDS XML profile (32 MB shared-memory segment)"),
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", profile),
+        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", profile),
+        Node(
+            package="metaseg_ros",
+            executable="metaseg_node",
+            name="metaseg_node",
+            namespace=LaunchConfiguration("namespace"),
+            parameters=[
+                LaunchConfiguration("params_file"),
+                {
+                    "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"),
+                                                   value_type=bool),
+                    "backend": LaunchConfiguration("backend"),
+                },
+            ],
+            remappings=[
+                ("image", image),
+                ("image/compressed", [image, "/compressed"]),
+            ],
+            output="screen",
+            emulate_tty=True,
+        ),
+    ])

@@ -1,0 +1,69 @@
+"""Label images and debug overlays of tracked instances (numpy + Pillow, no ROS)."""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from metaseg_ros.results import TrackedInstance
+
+
+def label_image(instances: Sequence[TrackedInstance], height: int, width: int) -> np.ndarray:
+    """(H, W) int32 image whose pixels hold the track id of their instance (0 = none).
+
+    Where masks overlap, the higher-scoring instance wins.
+    """
+    labels = np.zeros((height, width), dtype=np.int32)
+    for instance in sorted(instances, key=lambda inst: inst.score):
+        labels[instance.mask] = instance.track_id
+    return labels
+
+
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """A stable, well-separated RGB colour for a track id (golden-ratio hue steps)."""
+    hue = (track_id * 0.618033988749895) % 1.0
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.75, 1.0)
+    return int(red * 255), int(green * 255), int(blue * 255)
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """Pixels of the mask with at least one 4-neighbour outside it."""
+    padded = np.pad(mask, 1, constant_values=False)
+    interior = (padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1]
+                & padded[1:-1, :-2] & padded[1:-1, 2:])
+    return mask & ~interior
+
+
+@lru_cache(maxsize=1)
+def _font():
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=14)
+    except TypeError:  # Pillow < 10.1 has no sized default font
+        return ImageFont.load_default()
+
+
+def render_overlay(rgb: np.ndarray, instances: Sequence[TrackedInstance],
+                   alpha: float = 0.5) -> np.ndarray:
+    """RGB debug image: masks tinted by track colour, outlined, labelled "#id class score"."""
+    from PIL import Image, ImageDraw
+
+    canvas = rgb.astype(np.float32)
+    for instance in instances:
+        color = np.array(track_color(instance.track_id), dtype=np.float32)
+        canvas[instance.mask] = (1.0 - alpha) * canvas[instance.mask] + alpha * color
+        canvas[_boundary(instance.mask)] = color
+    image = Image.fromarray(canvas.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    font = _font()
+    for instance in instances:
+        text = f"#{instance.track_id} {instance.class_name} {instance.score:.2f}"
+        x, y = instance.bbox.x, max(instance.bbox.y - 16, 0)
+        left, top, right, bottom = draw.textbbox((x, y), text, font=font)
+        draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=(0, 0, 0))
+        draw.text((x, y), text, fill=track_color(instance.track_id), font=font)
+    return np.asarray(image)

@@ -1,0 +1,29 @@
+"""Shared test set-up: an isolated ROS domain and the shipped Fast DDS profile.
+
+Both must be in the environment before the first DDS participant is created, so they
+are set here at import time; child processes (nodes under test) inherit them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+for _variable in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
+    os.environ[_variable] = str(REPO / "config" / "fastdds_shm.xml")
+os.environ.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
+sys.path.insert(0, str(REPO / "test" / "helpers"))
+
+
+@pytest.fixture(scope="session")
+def rclpy_context():
+    """rclpy initialised once for the test session (skipped where rclpy is missing)."""
+    rclpy = pytest.importorskip("rclpy")
+    rclpy.init()
+    yield rclpy
+    rclpy.try_shutdown()
