@@ -11,6 +11,7 @@ counted and reported on /diagnostics; the node keeps running.
 from __future__ import annotations
 
 import statistics
+import sys
 import threading
 import time
 import traceback
@@ -21,6 +22,7 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -245,8 +247,8 @@ class MetaSegNode(Node):
         self._worker.join(timeout=10.0)
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of the `metaseg_node` executable."""
+def main(args: list[str] | None = None) -> int:
+    """Entry point of the `metaseg_node` executable; exit code 2 on bad parameters."""
     rclpy.init(args=args)
     node = None
     try:
@@ -254,13 +256,17 @@ def main(args: list[str] | None = None) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except (ParameterException, ValueError) as error:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid configuration: {error}")
+        return 2
     finally:
         if node is not None:
             node.shutdown()
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

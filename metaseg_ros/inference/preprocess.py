@@ -1,0 +1,70 @@
+"""Letterboxing frames to the network's input size, and undoing it on masks exactly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a (height, width) frame was placed into the (input_h, input_w) network input.
+
+    The frame is scaled by `scale` (aspect ratio kept) to (resized_h, resized_w) and put at
+    the top-left corner; the rest is padding.
+    """
+
+    height: int
+    width: int
+    input_h: int
+    input_w: int
+    resized_h: int
+    resized_w: int
+
+    @classmethod
+    def fit(cls, height: int, width: int, input_size: tuple[int, int]) -> Letterbox:
+        """The largest aspect-preserving fit of a height x width frame into input_size."""
+        input_h, input_w = input_size
+        scale = min(input_h / height, input_w / width)
+        resized_h = min(input_h, max(1, round(height * scale)))
+        resized_w = min(input_w, max(1, round(width * scale)))
+        return cls(height, width, input_h, input_w, resized_h, resized_w)
+
+
+def letterbox_image(rgb: np.ndarray, input_size: tuple[int, int],
+                    pad_value: tuple[float, float, float]) -> tuple[torch.Tensor, Letterbox]:
+    """(1, 3, H_in, W_in) float32 tensor in 0..255 holding the resized frame, and its Letterbox.
+
+    Padding takes `pad_value` (the model's pixel mean, which normalises to zero, as
+    Mask2Former pads after normalisation).
+    """
+    box = Letterbox.fit(rgb.shape[0], rgb.shape[1], input_size)
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+    if (box.resized_h, box.resized_w) != (box.height, box.width):
+        shrinking = box.resized_h < box.height or box.resized_w < box.width
+        image = F.interpolate(image, size=(box.resized_h, box.resized_w), mode="bilinear",
+                              align_corners=False, antialias=shrinking).clamp_(0.0, 255.0)
+    padded = torch.empty((1, 3, box.input_h, box.input_w), dtype=torch.float32)
+    padded[:] = torch.tensor(pad_value, dtype=torch.float32).view(1, 3, 1, 1)
+    padded[:, :, : box.resized_h, : box.resized_w] = image
+    return padded, box
+
+
+def masks_to_frame(mask_logits: torch.Tensor, box: Letterbox) -> torch.Tensor:
+    """(K, h, w) low-resolution mask logits -> (K, height, width) logits on the source frame.
+
+    As Mask2Former: upsample to the network input size, crop the padding away, resize to
+    the frame's size (bilinear each time).
+    """
+    if mask_logits.shape[0] == 0:
+        return mask_logits.new_zeros((0, box.height, box.width))
+    logits = F.interpolate(mask_logits[:, None], size=(box.input_h, box.input_w),
+                           mode="bilinear", align_corners=False)
+    logits = logits[:, :, : box.resized_h, : box.resized_w]
+    if (box.resized_h, box.resized_w) != (box.height, box.width):
+        logits = F.interpolate(logits, size=(box.height, box.width), mode="bilinear",
+                               align_corners=False)
+    return logits[:, 0]

@@ -1,0 +1,123 @@
+"""MetaSegSegmenter: the stateful `step(image) -> FrameDetections` around the network.
+
+It owns the temporal memory (the model's MemoryState ring, fed back every frame), the
+letterboxing and the post-processing. The network itself runs behind a `ModelRunner`
+(eager PyTorch, ONNX Runtime, a torch.export program or Torch-TensorRT; see backends.py),
+all with the same functional signature `(images, memory) -> SegmenterOutput`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import torch
+
+from metaseg_ros.inference.postprocess import PostprocessSettings, select_instances
+from metaseg_ros.inference.preprocess import letterbox_image
+from metaseg_ros.model.config import MetaSegConfig
+from metaseg_ros.model.memory import MemoryState
+from metaseg_ros.model.metasegmenter import SegmenterOutput
+from metaseg_ros.results import FrameDetections
+
+if TYPE_CHECKING:
+    from metaseg_ros.inference.factory import PipelineSettings
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+def shipped_checkpoint(config_name: str) -> Path | None:
+    """The checkpoint shipped in the package for a config ("tiny"), if there is one."""
+    path = WEIGHTS_DIR / f"metaseg_{config_name.replace('-', '_')}.safetensors"
+    return path if path.is_file() else None
+
+
+class ModelRunner(Protocol):
+    """Runs the network's functional step on one batch (any backend)."""
+
+    config: MetaSegConfig
+
+    def __call__(self, images: torch.Tensor, memory: MemoryState) -> SegmenterOutput:
+        """(1, 3, H, W) float32 image in 0..255 and the memory -> outputs and new memory."""
+        ...
+
+    def initial_memory(self) -> MemoryState:
+        """An empty memory ring for a batch of one."""
+        ...
+
+
+class MetaSegSegmenter:
+    """Video instance segmentation, frame by frame, with the model's memory kept."""
+
+    def __init__(self, runner: ModelRunner, settings: PostprocessSettings | None = None,
+                 random_weights: bool = False, description: str = "") -> None:
+        self.runner = runner
+        self.config = runner.config
+        self.settings = settings or PostprocessSettings()
+        self.random_weights = random_weights
+        self.description = description or f"MetaSegmenter {self.config.name}"
+        self._memory = runner.initial_memory()
+        self.frames_since_reset = 0
+
+    @property
+    def class_names(self) -> Sequence[str]:
+        """The checkpoint's class names, indexed by class id."""
+        return self.config.class_names
+
+    def step(self, image: np.ndarray) -> FrameDetections:
+        """Segment one (H, W, 3) uint8 RGB frame and advance the memory."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        images, box = letterbox_image(image, self.config.image_size, self.config.pixel_mean)
+        output = self.runner(images, self._memory)
+        self._memory = output.memory
+        self.frames_since_reset += 1
+        return select_instances(output.class_logits[0].cpu(), output.mask_logits[0].cpu(),
+                                output.query_embeddings[0].cpu(), box, self.settings)
+
+    def reset(self) -> None:
+        """Empty the memory ring (a new video starts)."""
+        self._memory = self.runner.initial_memory()
+        self.frames_since_reset = 0
+
+    def configure_postprocess(self, **changes: float | int | bool) -> None:
+        """Change thresholds while running (validated; unknown names raise TypeError)."""
+        self.settings = dataclasses.replace(self.settings, **changes)
+
+    @classmethod
+    def from_settings(cls, settings: PipelineSettings,
+                      log: Callable[[str], None] = print) -> MetaSegSegmenter:
+        """Load the configured checkpoint (or the shipped one) on the configured backend."""
+        from metaseg_ros.inference.backends import create_runner
+        from metaseg_ros.model.checkpoint import load_checkpoint
+        from metaseg_ros.model.config import get_config
+        from metaseg_ros.model.metasegmenter import MetaSegmenter
+
+        if settings.num_threads > 0:
+            torch.set_num_threads(settings.num_threads)
+        checkpoint = Path(settings.checkpoint) if settings.checkpoint else \
+            shipped_checkpoint(settings.model_config)
+        if checkpoint is not None:
+            model = load_checkpoint(checkpoint)
+            source = f"checkpoint {checkpoint}"
+        else:
+            torch.manual_seed(0)
+            model = MetaSegmenter(get_config(settings.model_config))
+            source = "random weights"
+        model.eval()
+        runner = create_runner(model, settings.backend, settings.device,
+                               cache_key=str(checkpoint or f"random-{settings.model_config}"),
+                               log=log)
+        postprocess = PostprocessSettings(
+            score_threshold=settings.score_threshold, mask_threshold=settings.mask_threshold,
+            max_instances=settings.max_instances, resolve_overlaps=settings.resolve_overlaps)
+        description = (f"MetaSegmenter {model.config.name} ({source}) on {settings.backend}/"
+                       f"{settings.device}, input {model.config.image_size[1]}x"
+                       f"{model.config.image_size[0]}, memory of {model.config.memory_frames} "
+                       "frames")
+        log(description)
+        return cls(runner, postprocess, random_weights=checkpoint is None,
+                   description=description)

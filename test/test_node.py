@@ -1,0 +1,366 @@
+"""metaseg_node end to end over real DDS, started with the launch file's command line.
+
+Three node processes serve the tests of this module:
+- `model_node`: the real MetaSegmenter (tiny, random weights unless weights ship) in the
+  namespace /robot1 with the image remapped to /cam/front, raw input;
+- `compressed_node`: the same with compressed input;
+- `color_node`: the deterministic ColorSegmenter (test/helpers) for the track-id test.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+from color_segmenter import draw_squares
+from diagnostic_msgs.msg import DiagnosticArray
+from node_runner import NodeProcess
+from PIL import Image as PILImage
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_probe import Probe
+from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import Trigger
+
+from metaseg_ros.msg import InstanceMaskArray
+from metaseg_ros.ros.messages import decode_instance_mask
+
+STARTUP_TIMEOUT = 240.0  # importing torch and building the model on 2 loaded cores
+FRAME_TIMEOUT = 120.0
+SENSOR_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+RELIABLE_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def start_node(tmp_path_factory, name: str, overrides: dict, **launch_args: str) -> NodeProcess:
+    node = NodeProcess(tmp_path_factory.mktemp(name), overrides, **launch_args)
+    node.wait_for_output("listening on", STARTUP_TIMEOUT)
+    return node
+
+
+@pytest.fixture(scope="module")
+def probe(rclpy_context):
+    probe = Probe("node_test_probe")
+    yield probe
+    probe.close()
+
+
+@pytest.fixture(scope="module")
+def model_node(tmp_path_factory, probe):
+    # score_threshold 0 so that even a randomly initialised model yields instances
+    node = start_node(tmp_path_factory, "model_node",
+                      {"score_threshold": 0.0, "max_instances": 5},
+                      image="/cam/front", namespace="robot1")
+    yield node
+    assert node.stop() == 0, "\n".join(node.output)
+
+
+@pytest.fixture(scope="module")
+def compressed_node(tmp_path_factory, probe):
+    node = start_node(tmp_path_factory, "compressed_node",
+                      {"score_threshold": 0.0, "max_instances": 3, "input_type": "compressed"},
+                      image="/cam/compressed_test", namespace="robot2")
+    yield node
+    assert node.stop() == 0, "\n".join(node.output)
+
+
+@pytest.fixture(scope="module")
+def color_node(tmp_path_factory, probe):
+    node = start_node(tmp_path_factory, "color_node",
+                      {"segmenter": "color_segmenter:create", "input_reliability": "reliable",
+                       "input_depth": 10, "tracker.max_lost": 5},
+                      image="/cam/colors", namespace="robot3")
+    yield node
+    assert node.stop() == 0, "\n".join(node.output)
+
+
+def raw_image(rgb: np.ndarray, encoding: str, stamp: int, padding: int = 0) -> Image:
+    """`rgb` converted to `encoding` (with `padding` bytes per row) as a sensor_msgs/Image."""
+    gray = (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    alpha = np.full((*rgb.shape[:2], 1), 255, np.uint8)
+    pixels = {
+        "rgb8": rgb, "bgr8": rgb[..., ::-1], "mono8": gray,
+        "rgba8": np.concatenate([rgb, alpha], axis=2),
+        "bgra8": np.concatenate([rgb[..., ::-1], alpha], axis=2),
+        "mono16": (gray.astype("<u2") << 8),
+        "yuv422": np.stack([np.full_like(gray, 128), gray], axis=2),  # UYVY, grey
+        "yuv422_yuy2": np.stack([gray, np.full_like(gray, 128)], axis=2),  # YUYV, grey
+    }[encoding]
+    rows = np.ascontiguousarray(pixels).reshape(rgb.shape[0], -1).view(np.uint8)
+    rows = np.concatenate([rows, np.zeros((rows.shape[0], padding), np.uint8)], axis=1)
+    msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding=encoding,
+                is_bigendian=0, step=rows.shape[1], data=rows.tobytes())
+    msg.header.frame_id = f"camera_{encoding}"
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp, 4242
+    return msg
+
+
+def test_image_in_every_encoding_gives_instances_with_the_input_header(model_node, probe):
+    probe.record(InstanceMaskArray, "/robot1/instances", RELIABLE_QOS)
+    publisher = probe.node.create_publisher(Image, "/cam/front", SENSOR_QOS)
+    probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's subscription")
+    rng = np.random.default_rng(0)
+    cases = [("rgb8", 0), ("rgb8", 13), ("bgr8", 0), ("mono8", 5), ("rgba8", 0), ("bgra8", 8),
+             ("mono16", 6), ("yuv422", 0), ("yuv422_yuy2", 4)]
+    for index, (encoding, padding) in enumerate(cases):
+        height, width = (96, 128) if index % 2 else (120, 80)
+        rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        stamp = 5000 + index
+        msg = raw_image(rgb, encoding, stamp, padding)
+        arrived = [m for m in probe.messages("/robot1/instances") if m.header.stamp.sec == stamp]
+        deadline = time.monotonic() + FRAME_TIMEOUT
+        while not arrived and time.monotonic() < deadline:
+            publisher.publish(msg)  # best effort: resend until the answer arrives
+            time.sleep(0.3)
+            arrived = [m for m in probe.messages("/robot1/instances")
+                       if m.header.stamp.sec == stamp]
+        assert arrived, f"no output for {encoding} (padding {padding})"
+        out = arrived[0]
+        assert out.header.frame_id == f"camera_{encoding}"
+        assert out.header.stamp.nanosec == 4242
+        assert (out.height, out.width) == (height, width)
+        assert len(out.instances) >= 1, "score_threshold 0 must yield instances"
+        for instance in out.instances:
+            mask = decode_instance_mask(instance, out.height, out.width)
+            assert mask.shape == (height, width) and mask.any()
+            assert instance.track_id > 0
+            box = instance.bbox
+            ys, xs = np.nonzero(mask)
+            assert (box.x_offset, box.y_offset) == (xs.min(), ys.min())
+            assert (box.width, box.height) == (xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+
+
+def _jpeg_or_png(rgb: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(rgb).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_compressed_input_and_corrupted_jpeg(compressed_node, probe):
+    topic = "/robot2/instances"
+    probe.record(InstanceMaskArray, topic, RELIABLE_QOS)
+    probe.record(DiagnosticArray, "/diagnostics", 50)
+    publisher = probe.node.create_publisher(CompressedImage, "/cam/compressed_test/compressed",
+                                            RELIABLE_QOS)
+    probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's subscription")
+    rgb = np.random.default_rng(1).integers(0, 256, (72, 100, 3), dtype=np.uint8)
+    good = _jpeg_or_png(rgb, "JPEG")
+    frames = [("jpeg", good, 7001), ("png", _jpeg_or_png(rgb, "PNG"), 7002),
+              ("jpeg", good[: len(good) // 2] + b"\x00" * 50, 7003), ("jpeg", good, 7004)]
+    for fmt, data, stamp in frames:
+        msg = CompressedImage(format=fmt, data=data)
+        msg.header.stamp.sec = stamp
+        publisher.publish(msg)
+        time.sleep(1.0)  # one at a time: keep-latest must not drop any of them
+    probe.wait_for(lambda: {m.header.stamp.sec for m in probe.messages(topic)} >= {7001, 7002,
+                                                                                  7004},
+                   FRAME_TIMEOUT, "outputs for the good compressed frames")
+    stamps = {m.header.stamp.sec for m in probe.messages(topic)}
+    assert 7003 not in stamps
+    for msg in probe.messages(topic):
+        assert (msg.height, msg.width) == (72, 100)
+    compressed_node.wait_for_output("7003", 10)
+    errors = [line for line in compressed_node.output if "dropped frame" in line]
+    assert len(errors) == 1 and "cannot decode" in errors[0], errors
+    probe.wait_for(lambda: _diagnostic(probe, "robot2", "dropped_invalid_input") == "1", 10,
+                   "the drop counted on /diagnostics")
+
+
+def _diagnostic(probe: Probe, namespace: str, key: str) -> str | None:
+    """Latest value of `key` in the node's /diagnostics status (None if not seen)."""
+    for array in reversed(probe.messages("/diagnostics")):
+        for status in array.status:
+            if f"/{namespace}/" in status.name:
+                return {kv.key: kv.value for kv in status.values}.get(key)
+    return None
+
+
+def test_bad_images_are_dropped_counted_and_the_next_frame_processed(model_node, probe):
+    probe.record(DiagnosticArray, "/diagnostics", 50)
+    probe.record(InstanceMaskArray, "/robot1/instances", RELIABLE_QOS)
+    publisher = probe.node.create_publisher(Image, "/cam/front", RELIABLE_QOS)
+    probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's subscription")
+    good = raw_image(np.full((40, 60, 3), 120, np.uint8), "rgb8", 6100)
+    bad = {
+        "step 100 is smaller": Image(height=40, width=60, encoding="rgb8", step=100,
+                                     data=bytes(100 * 40)),
+        "expected height*step": Image(height=40, width=60, encoding="rgb8", step=180,
+                                      data=bytes(180 * 39)),
+        "unsupported encoding 'bayer_grbg8'": Image(height=40, width=60, encoding="bayer_grbg8",
+                                                    step=60, data=bytes(60 * 40)),
+        "empty image": Image(height=0, width=0, encoding="rgb8", step=0, data=b""),
+    }
+    before = int(_diagnostic(probe, "robot1", "dropped_invalid_input") or 0)
+    for index, (expected, msg) in enumerate(bad.items()):
+        msg.header.stamp.sec = 6000 + index
+        publisher.publish(msg)
+        model_node.wait_for_output(expected, 30)
+    publisher.publish(good)
+    probe.wait_for(lambda: any(m.header.stamp.sec == 6100
+                               for m in probe.messages("/robot1/instances")),
+                   FRAME_TIMEOUT, "the good frame after the bad ones")
+    for expected in bad:
+        assert sum(expected in line for line in model_node.output) == 1, expected
+    probe.wait_for(lambda: int(_diagnostic(probe, "robot1", "dropped_invalid_input") or 0)
+                   == before + len(bad), 10, "four drops counted on /diagnostics")
+    assert model_node.process.poll() is None
+
+
+def test_label_image_and_overlay_while_subscribed(model_node, probe):
+    probe.record(InstanceMaskArray, "/robot1/instances", RELIABLE_QOS)
+    probe.record(Image, "/robot1/instance_labels", RELIABLE_QOS)
+    probe.record(Image, "/robot1/overlay", RELIABLE_QOS)
+    publisher = probe.node.create_publisher(Image, "/cam/front", SENSOR_QOS)
+    probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's subscription")
+    rgb = np.random.default_rng(5).integers(0, 256, (90, 70, 3), dtype=np.uint8)
+
+    def both_arrived(stamp: int) -> bool:
+        return all(any(m.header.stamp.sec == stamp for m in probe.messages(topic))
+                   for topic in ("/robot1/instance_labels", "/robot1/overlay"))
+
+    stamp = 6500
+    deadline = time.monotonic() + FRAME_TIMEOUT
+    while not both_arrived(stamp) and time.monotonic() < deadline:
+        stamp += 1  # the node publishes these only once it has seen our subscriptions
+        publisher.publish(raw_image(rgb, "rgb8", stamp))
+        time.sleep(1.0)
+    probe.wait_for(lambda: both_arrived(stamp), FRAME_TIMEOUT, "label image and overlay")
+    labels_msg = next(m for m in probe.messages("/robot1/instance_labels")
+                      if m.header.stamp.sec == stamp)
+    overlay = next(m for m in probe.messages("/robot1/overlay") if m.header.stamp.sec == stamp)
+    instances = next(m for m in probe.messages("/robot1/instances") if m.header.stamp.sec == stamp)
+    assert labels_msg.encoding == "32SC1" and (labels_msg.height, labels_msg.width) == (90, 70)
+    labels = np.frombuffer(bytes(labels_msg.data), dtype="<i4").reshape(90, 70)
+    assert overlay.encoding == "rgb8" and (overlay.height, overlay.width) == (90, 70)
+    assert len(overlay.data) == 90 * 70 * 3
+    assert set(np.unique(labels)) - {0} <= {i.track_id for i in instances.instances}
+    for instance in instances.instances:  # overlaps are resolved: masks match labels exactly
+        mask = decode_instance_mask(instance, 90, 70)
+        np.testing.assert_array_equal(labels == instance.track_id, mask)
+
+
+def test_keep_latest_drops_old_frames_and_processes_the_newest(model_node, probe):
+    probe.record(InstanceMaskArray, "/robot1/instances", RELIABLE_QOS)
+    probe.record(DiagnosticArray, "/diagnostics", 50)
+    publisher = probe.node.create_publisher(Image, "/cam/front", SENSOR_QOS)
+    probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's subscription")
+    rgb = np.full((64, 64, 3), 200, np.uint8)
+    burst = range(8000, 8030)
+    for stamp in burst:  # far faster than the model runs
+        publisher.publish(raw_image(rgb, "rgb8", stamp))
+        time.sleep(0.005)
+    probe.wait_for(lambda: any(m.header.stamp.sec == burst[-1]
+                               for m in probe.messages("/robot1/instances")),
+                   FRAME_TIMEOUT, "the newest frame of the burst")
+    processed = [m.header.stamp.sec for m in probe.messages("/robot1/instances")
+                 if m.header.stamp.sec in burst]
+    assert len(processed) < len(burst) / 2, processed
+    assert processed == sorted(processed)
+    probe.wait_for(lambda: int(_diagnostic(probe, "robot1", "dropped_superseded") or 0) > 0,
+                   10, "superseded frames counted on /diagnostics")
+
+
+def test_qos_of_topics_as_configured(model_node, color_node, probe):
+    node = probe.node
+    probe.wait_for(lambda: node.get_subscriptions_info_by_topic("/cam/colors"), 30, "subs")
+    default_sub = node.get_subscriptions_info_by_topic("/cam/front")[0].qos_profile
+    assert default_sub.reliability == ReliabilityPolicy.BEST_EFFORT and default_sub.depth == 1
+    reliable_sub = node.get_subscriptions_info_by_topic("/cam/colors")[0].qos_profile
+    assert reliable_sub.reliability == ReliabilityPolicy.RELIABLE and reliable_sub.depth == 10
+    for topic in ("/robot1/instances", "/robot1/instance_labels", "/robot1/overlay"):
+        publishers = node.get_publishers_info_by_topic(topic)
+        assert len(publishers) == 1, topic
+        assert publishers[0].qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        assert publishers[0].node_namespace == "/robot1"
+
+
+def _call(probe: Probe, client, request, timeout: float = 30.0):
+    assert client.wait_for_service(timeout_sec=timeout), client.srv_name
+    future = client.call_async(request)
+    probe.wait_for(future.done, timeout, f"a response from {client.srv_name}")
+    return future.result()
+
+
+def _set_parameter(probe: Probe, node: str, name: str, value) -> tuple[bool, str]:
+    client = probe.node.create_client(SetParameters, f"{node}/set_parameters")
+    kind = {float: (ParameterType.PARAMETER_DOUBLE, "double_value"),
+            int: (ParameterType.PARAMETER_INTEGER, "integer_value"),
+            str: (ParameterType.PARAMETER_STRING, "string_value")}[type(value)]
+    param = ParameterMsg(name=name, value=ParameterValue(type=kind[0], **{kind[1]: value}))
+    result = _call(probe, client, SetParameters.Request(parameters=[param])).results[0]
+    return result.successful, result.reason
+
+
+def _publish_until(probe: Probe, publisher, msg: Image, topic: str, stamp: int):
+    publisher.publish(msg)
+    probe.wait_for(lambda: any(m.header.stamp.sec == stamp for m in probe.messages(topic)),
+                   FRAME_TIMEOUT, f"output for frame {stamp}")
+    return next(m for m in probe.messages(topic) if m.header.stamp.sec == stamp)
+
+
+def test_track_ids_persist_and_reset_clears_tracks(color_node, probe):
+    topic = "/robot3/instances"
+    probe.record(InstanceMaskArray, topic, RELIABLE_QOS)
+    publisher = probe.node.create_publisher(Image, "/cam/colors", RELIABLE_QOS)
+    probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's subscription")
+    # Object 0 moves right, object 1 moves down, object 2 appears at frame 3.
+    ids_by_object: dict[int, set[int]] = {0: set(), 1: set(), 2: set()}
+    for frame in range(8):
+        squares = {0: (10 + 6 * frame, 20, 16), 1: (80, 5 + 5 * frame, 14)}
+        if frame >= 3:
+            squares[2] = (40, 70, 12)
+        out = _publish_until(probe, publisher,
+                             raw_image(draw_squares(120, 128, squares), "rgb8", 9000 + frame),
+                             topic, 9000 + frame)
+        for instance in out.instances:
+            mask = decode_instance_mask(instance, out.height, out.width)
+            ys, xs = np.nonzero(mask)
+            obj = next(i for i, (x, y, s) in squares.items()
+                       if x <= xs.mean() < x + s and y <= ys.mean() < y + s)
+            ids_by_object[obj].add(instance.track_id)
+            assert instance.class_name == ("person", "bicycle", "car")[obj]
+            assert instance.hits <= instance.age
+    assert all(len(ids) == 1 for ids in ids_by_object.values()), ids_by_object
+    before_reset = set().union(*ids_by_object.values())
+    assert len(before_reset) == 3
+
+    response = _call(probe, probe.node.create_client(Trigger, "/robot3/metaseg_node/reset"),
+                     Trigger.Request())
+    assert response.success
+    color_node.wait_for_output("reset: model memory and tracks cleared", 10)
+    squares = {0: (10, 20, 16), 1: (80, 5, 14)}
+    after = set()
+    for frame in range(3):  # birth may need more than one frame
+        out = _publish_until(probe, publisher,
+                             raw_image(draw_squares(120, 128, squares), "rgb8", 9100 + frame),
+                             topic, 9100 + frame)
+        after |= {instance.track_id for instance in out.instances}
+    assert after and min(after) > max(before_reset), (after, before_reset)
+
+
+def test_parameters_are_validated_at_run_time(color_node, probe):
+    ok, reason = _set_parameter(probe, "/robot3/metaseg_node", "score_threshold", 1.5)
+    assert not ok and "range" in reason.lower(), reason
+    ok, reason = _set_parameter(probe, "/robot3/metaseg_node", "backend", "tensorrt")
+    assert not ok and "read-only" in reason.lower(), reason
+    ok, reason = _set_parameter(probe, "/robot3/metaseg_node", "max_instances", 3)
+    assert ok, reason
+
+
+def test_invalid_parameters_stop_the_node_with_a_clear_message(tmp_path: Path, rclpy_context):
+    for overrides, expected in [({"score_threshold": 1.5}, "score_threshold"),
+                                ({"backend": "magic"}, "backend='magic' is not one of")]:
+        node = NodeProcess(tmp_path, overrides)
+        try:
+            code = node.process.wait(timeout=STARTUP_TIMEOUT)
+        finally:
+            node.stop()
+        output = "\n".join(node.output)
+        assert code == 2, output
+        assert "invalid configuration" in output and expected in output, output
