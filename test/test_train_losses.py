@@ -191,13 +191,13 @@ def test_criterion_prefers_correct_predictions_and_gradients_reach_every_output(
     targets = _clip_targets()
     criterion = VideoSetCriterion(3, LossConfig(num_points=256))
     perfect = [_perfect_frame(targets, t) for t in range(2)]
-    good = criterion(perfect, [targets], torch.Generator().manual_seed(0))
+    good = criterion(perfect, [targets], [torch.Generator().manual_seed(0)])
     generator = torch.Generator().manual_seed(1)
     random = [FramePrediction(torch.randn(1, 4, 4, generator=generator).requires_grad_(),
                               torch.randn(1, 4, 8, 8, generator=generator).requires_grad_(),
                               torch.randn(1, 4, 4, generator=generator).requires_grad_())
               for _ in range(2)]
-    bad = criterion(random, [targets], torch.Generator().manual_seed(0))
+    bad = criterion(random, [targets], [torch.Generator().manual_seed(0)])
     assert good.num_masks == 3.0
     for name in ("class_ce", "class_focal", "mask_focal", "dice", "contrastive"):
         assert getattr(good, name).item() < getattr(bad, name).item(), name
@@ -233,3 +233,21 @@ def test_frames_without_instances_give_only_no_object_class_loss() -> None:
     assert terms.class_ce.item() == pytest.approx(2.0 * math.log(5), rel=1e-6)
     terms.total.backward()
     assert masks.grad is not None
+
+
+def test_loss_does_not_depend_on_clip_order_given_per_clip_generators() -> None:
+    gen = torch.Generator().manual_seed(3)
+    targets = [_clip_targets(), ClipTargets(torch.rand(2, 3, 32, 32, generator=gen) > 0.6,
+                                            torch.tensor([0, 2, 1]), torch.tensor([1, 2, 3]))]
+    frames = [FramePrediction(torch.randn(2, 5, 4, generator=gen),
+                              torch.randn(2, 5, 8, 8, generator=gen),
+                              torch.randn(2, 5, 6, generator=gen)) for _ in range(2)]
+    flipped = [FramePrediction(f.class_logits.flip(0), f.mask_logits.flip(0),
+                               f.query_embeddings.flip(0)) for f in frames]
+    criterion = VideoSetCriterion(3, LossConfig(num_points=128))
+    seeds = [11, 12]
+    a = criterion(frames, targets, [torch.Generator().manual_seed(s) for s in seeds])
+    b = criterion(flipped, targets[::-1], [torch.Generator().manual_seed(s) for s in seeds[::-1]])
+    for name, value in a.as_floats().items():
+        assert b.as_floats()[name] == pytest.approx(value, rel=1e-5), name
+    assert a.contrastive.item() > 0

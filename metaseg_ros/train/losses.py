@@ -58,18 +58,26 @@ def class_weights(num_classes: int, no_object_weight: float,
 
 
 def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
-                           weights: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of (M, C+1) logits with (M,) targets, weighted mean over M."""
-    return F.cross_entropy(logits.float(), targets, weight=weights)
+                           weights: torch.Tensor, normaliser: float | None = None
+                           ) -> torch.Tensor:
+    """sum_m w[y_m] (-log p_m) / normaliser for (M, C+1) logits and (M,) targets.
+
+    normaliser defaults to sum_m w[y_m] (the weighted mean, F.cross_entropy's); the
+    criterion passes the batch-wide sum so the loss does not depend on how a batch is
+    split over processes.
+    """
+    log_p = logits.float().log_softmax(-1).gather(1, targets[:, None])[:, 0]
+    w = weights[targets]
+    return (w * -log_p).sum() / (w.sum() if normaliser is None else normaliser)
 
 
 def softmax_focal_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-                       gamma: float) -> torch.Tensor:
-    """sum_m w[y_m] (1 - p_m)^gamma (-log p_m) / sum_m w[y_m], p_m the softmax of y_m."""
+                       gamma: float, normaliser: float | None = None) -> torch.Tensor:
+    """sum_m w[y_m] (1 - p_m)^gamma (-log p_m) / normaliser (default sum_m w[y_m])."""
     log_p = logits.float().log_softmax(-1).gather(1, targets[:, None])[:, 0]
     w = weights[targets]
     loss = w * (1 - log_p.exp()).pow(gamma) * (-log_p)
-    return loss.sum() / w.sum()
+    return loss.sum() / (w.sum() if normaliser is None else normaliser)
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float,
@@ -161,18 +169,30 @@ class LossTerms:
         return {name: float(getattr(self, name).detach()) for name in names}
 
 
-def _global_count(count: float, device: torch.device) -> float:
-    """Count summed over processes and divided by their number (so that DDP's gradient
-    averaging gives the gradient of the loss over the global batch); at least 1."""
+def global_mean_counts(counts: torch.Tensor) -> torch.Tensor:
+    """Counts summed over processes and divided by their number.
+
+    Dividing a process's summed loss by these makes DDP's gradient averaging give
+    exactly the gradient of the loss over the global batch (as Mask2Former does for
+    num_masks).
+    """
     if dist.is_available() and dist.is_initialized():
-        value = torch.tensor([float(count)], device=device)
-        dist.all_reduce(value)
-        count = float(value.item()) / dist.get_world_size()
-    return max(count, 1.0)
+        counts = counts.clone()
+        dist.all_reduce(counts)
+        counts = counts / dist.get_world_size()
+    return counts
+
+
+Match = tuple[torch.Tensor, torch.Tensor]
 
 
 class VideoSetCriterion:
-    """Matching + every loss over a batch of clips, frame by frame and layer by layer."""
+    """Matching + every loss over a batch of clips, frame by frame and layer by layer.
+
+    All randomness (the matcher's and the importance sampling's points) of clip b comes
+    from generators[b], and every normaliser is a batch-wide count, so the losses of a
+    batch equal those of the same clips split over several processes.
+    """
 
     def __init__(self, num_classes: int, config: LossConfig | None = None) -> None:
         self.num_classes = int(num_classes)
@@ -188,78 +208,113 @@ class VideoSetCriterion:
         return layers
 
     def __call__(self, frames: Sequence[FramePrediction], targets: Sequence[ClipTargets],
-                 generator: torch.Generator | None = None) -> LossTerms:
+                 generators: Sequence[torch.Generator | None] | None = None) -> LossTerms:
         """Losses of T frames of predictions of B clips (targets[b].masks: (T, N, H, W))."""
         cfg = self.config
         device = frames[0].class_logits.device
+        batch = len(targets)
+        gens = list(generators) if generators is not None else [None] * batch
+        if len(gens) != batch:
+            raise ValueError(f"{len(gens)} generators for {batch} clips")
         frame_targets = [[clip.frame(t) for clip in targets] for t in range(len(frames))]
-        num_masks = _global_count(sum(int(lab.numel()) for per_t in frame_targets
-                                      for _, lab, _ in per_t), device)
+        layers = [self._layers(frame) for frame in frames]
         weights = class_weights(self.num_classes, cfg.no_object_weight, device)
+        # 1. match every (frame, layer, clip), clip b's draws in a fixed order
+        matches: list[list[list[Match]]] = [[[] for _ in layers[t]] for t in range(len(frames))]
+        for b in range(batch):
+            for t in range(len(frames)):
+                masks, labels, _ = frame_targets[t][b]
+                for k, (class_logits, mask_logits) in enumerate(layers[t]):
+                    matches[t][k].append(hungarian_match(class_logits[b], mask_logits[b],
+                                                         labels, masks, cfg.matcher, gens[b]))
+        # 2. batch-wide normalisers: masks, association anchors, class weights per layer
+        num_masks = sum(int(lab.numel()) for per_t in frame_targets for _, lab, _ in per_t)
+        final_matches = [[(q, frame_targets[t][b][2][tgt]) for b, (q, tgt)
+                          in enumerate(matches[t][-1])] for t in range(len(frames))]
+        anchors = sum(_count_anchors([final_matches[t][b] for t in range(len(frames))])
+                      for b in range(batch))
+        class_targets = [[self._class_targets(layers[t][k][0], matches[t][k], frame_targets[t])
+                          for k in range(len(layers[t]))] for t in range(len(frames))]
+        weight_sums = [float(weights[target].sum()) for per_t in class_targets
+                       for target in per_t]
+        counts = global_mean_counts(torch.tensor([num_masks, anchors, *weight_sums],
+                                                 dtype=torch.float64, device=device))
+        num_masks_global, anchors_global = max(float(counts[0]), 1.0), max(float(counts[1]), 1.0)
+        normalisers = iter(counts[2:].clamp(min=1e-12).tolist())
+        # 3. losses
         zero = torch.zeros((), device=device)
         sums = {"class_ce": zero, "class_focal": zero, "mask_focal": zero, "dice": zero}
-        final_matches: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
-        for t, frame in enumerate(frames):
-            layers = self._layers(frame)
-            for layer_index, (class_logits, mask_logits) in enumerate(layers):
-                matches = [hungarian_match(class_logits[b], mask_logits[b], lab, masks,
-                                           cfg.matcher, generator)
-                           for b, (masks, lab, _) in enumerate(frame_targets[t])]
-                terms = self._frame_losses(class_logits, mask_logits, frame_targets[t],
-                                           matches, weights, num_masks, generator)
-                for name, value in terms.items():
-                    sums[name] = sums[name] + value
-                if layer_index == len(layers) - 1:
-                    final_matches.append([(q, frame_targets[t][b][2][tgt])
-                                          for b, (q, tgt) in enumerate(matches)])
+        for t in range(len(frames)):
+            for k, (class_logits, mask_logits) in enumerate(layers[t]):
+                normaliser = next(normalisers)
+                flat_logits = class_logits.flatten(0, 1)
+                flat_targets = class_targets[t][k].flatten()
+                sums["class_ce"] = sums["class_ce"] + weighted_cross_entropy(
+                    flat_logits, flat_targets, weights, normaliser)
+                sums["class_focal"] = sums["class_focal"] + softmax_focal_loss(
+                    flat_logits, flat_targets, weights, cfg.focal_gamma, normaliser)
+                focal, dice = self._mask_losses(mask_logits, matches[t][k], frame_targets[t],
+                                                num_masks_global, gens)
+                sums["mask_focal"] = sums["mask_focal"] + focal
+                sums["dice"] = sums["dice"] + dice
         contrastive = zero
         if cfg.contrastive_weight > 0 and len(frames) > 1:
-            total, anchors = zero, 0
-            for b in range(len(targets)):
+            for b in range(batch):
                 embeddings = torch.stack([f.query_embeddings[b] for f in frames])
-                clip_loss, clip_anchors = contrastive_association_loss(
+                clip_loss, _ = contrastive_association_loss(
                     embeddings, [final_matches[t][b] for t in range(len(frames))],
                     cfg.contrastive_temperature)
-                total, anchors = total + clip_loss, anchors + clip_anchors
-            contrastive = cfg.contrastive_weight * total / _global_count(anchors, device)
+                contrastive = contrastive + clip_loss
+            contrastive = cfg.contrastive_weight * contrastive / anchors_global
         weighted = {"class_ce": cfg.class_ce_weight * sums["class_ce"],
                     "class_focal": cfg.class_focal_weight * sums["class_focal"],
                     "mask_focal": cfg.mask_focal_weight * sums["mask_focal"],
                     "dice": cfg.dice_weight * sums["dice"]}
         total = sum(weighted.values(), contrastive)
-        return LossTerms(total=total, contrastive=contrastive, num_masks=num_masks, **weighted)
+        return LossTerms(total=total, contrastive=contrastive, num_masks=num_masks_global,
+                         **weighted)
 
-    def _frame_losses(self, class_logits: torch.Tensor, mask_logits: torch.Tensor,
-                      frame_targets: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                      matches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                      weights: torch.Tensor, num_masks: float,
-                      generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-        cfg = self.config
+    def _class_targets(self, class_logits: torch.Tensor, matches: Sequence[Match],
+                       frame_targets: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+                       ) -> torch.Tensor:
+        """(B, Q) target class per query: the matched instance's class, else no-object."""
         batch, num_queries = class_logits.shape[:2]
-        target_classes = torch.full((batch, num_queries), self.num_classes, dtype=torch.long,
-                                    device=class_logits.device)
-        pred_masks, gt_masks = [], []
+        target = torch.full((batch, num_queries), self.num_classes, dtype=torch.long,
+                            device=class_logits.device)
         for b, (queries, target_index) in enumerate(matches):
-            masks, labels, _ = frame_targets[b]
-            target_classes[b, queries] = labels[target_index]
-            pred_masks.append(mask_logits[b, queries])
-            gt_masks.append(masks[target_index])
-        flat_logits = class_logits.flatten(0, 1)
-        flat_targets = target_classes.flatten()
-        out = {"class_ce": weighted_cross_entropy(flat_logits, flat_targets, weights),
-               "class_focal": softmax_focal_loss(flat_logits, flat_targets, weights,
-                                                 cfg.focal_gamma)}
-        pred = torch.cat(pred_masks)
-        if pred.shape[0] == 0:  # keep every parameter in the graph (DDP) with a zero term
-            out["mask_focal"] = out["dice"] = mask_logits.sum() * 0.0
-            return out
-        gt = torch.cat(gt_masks).float()
-        coords = uncertain_points(pred[:, None], cfg.num_points, cfg.oversample_ratio,
-                                  cfg.importance_ratio, generator)
-        point_logits = point_sample(pred[:, None].float(), coords)[:, 0]
-        with torch.no_grad():
-            point_labels = point_sample(gt[:, None], coords)[:, 0]
-        out["mask_focal"] = sigmoid_focal_loss(point_logits, point_labels, num_masks,
-                                               cfg.mask_focal_alpha, cfg.focal_gamma)
-        out["dice"] = dice_loss(point_logits, point_labels, num_masks)
-        return out
+            target[b, queries] = frame_targets[b][1][target_index]
+        return target
+
+    def _mask_losses(self, mask_logits: torch.Tensor, matches: Sequence[Match],
+                     frame_targets: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                     num_masks: float, generators: Sequence[torch.Generator | None]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        point_logits, point_labels = [], []
+        for b, (queries, target_index) in enumerate(matches):
+            if queries.numel() == 0:
+                continue
+            pred = mask_logits[b, queries][:, None].float()
+            coords = uncertain_points(pred, cfg.num_points, cfg.oversample_ratio,
+                                      cfg.importance_ratio, generators[b])
+            point_logits.append(point_sample(pred, coords)[:, 0])
+            with torch.no_grad():
+                gt = frame_targets[b][0][target_index][:, None].float()
+                point_labels.append(point_sample(gt, coords)[:, 0])
+        if not point_logits:  # keep every parameter in the graph (DDP) with a zero term
+            zero = mask_logits.sum() * 0.0
+            return zero, zero
+        logits, labels = torch.cat(point_logits), torch.cat(point_labels)
+        return (sigmoid_focal_loss(logits, labels, num_masks, cfg.mask_focal_alpha,
+                                   cfg.focal_gamma),
+                dice_loss(logits, labels, num_masks))
+
+
+def _count_anchors(matches: Sequence[Match]) -> int:
+    """Number of anchors contrastive_association_loss forms from one clip's matches."""
+    count = 0
+    for t, (_, ids_t) in enumerate(matches):
+        for u, (_, ids_u) in enumerate(matches):
+            if t != u:
+                count += int((ids_t[:, None] == ids_u[None, :]).sum())
+    return count
