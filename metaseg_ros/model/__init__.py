@@ -1,1 +1,37 @@
 """MetaSegmenter network: backbones, pixel decoder, transformer decoder, memory."""
+
+from metaseg_ros.model.config import (
+    CONFIG_NAMES,
+    BackboneConfig,
+    DecoderConfig,
+    MemoryConfig,
+    MetaSegConfig,
+    PixelDecoderConfig,
+    config_from_dict,
+    config_to_dict,
+    get_config,
+    replace_config,
+)
+from metaseg_ros.model.memory import MemoryState, empty_memory, reset_memory, write_frame
+from metaseg_ros.model.metasegmenter import MetaSegmenter, SegmenterOutput
+from metaseg_ros.model.pretrained import create_model
+
+__all__ = [
+    "CONFIG_NAMES",
+    "BackboneConfig",
+    "DecoderConfig",
+    "MemoryConfig",
+    "MemoryState",
+    "MetaSegConfig",
+    "MetaSegmenter",
+    "PixelDecoderConfig",
+    "SegmenterOutput",
+    "config_from_dict",
+    "config_to_dict",
+    "create_model",
+    "empty_memory",
+    "get_config",
+    "replace_config",
+    "reset_memory",
+    "write_frame",
+]

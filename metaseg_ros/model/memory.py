@@ -1,0 +1,143 @@
+"""Space-time memory bank: a fixed-size ring of the last T frames, passed as explicit tensors.
+
+Slot order: slot 0 holds the most recent past frame, slot T-1 the oldest. Writing a frame
+shifts every slot one place older and drops the oldest (a concatenation, no scatter), so the
+state keeps fixed shapes and exports cleanly. ``valid`` marks filled slots (1.0) and empty
+ones (0.0); after a reset every slot is empty and the memory attention sees only its learned
+null token, which keeps the first frame well defined.
+
+What a slot stores (computed once, when its frame is written; nothing is recomputed later):
+  features  the frame's stride-32 pixel-decoder features, projected to C_mem channels and
+            average-pooled to (h_mem, w_mem) = image_size / pool_stride
+  queries   the decoder's final (normalised) query embeddings of that frame
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from metaseg_ros.model.layers import MASKED_LOGIT_BIAS, Attention, sine_position_embedding
+
+
+class MemoryState(NamedTuple):
+    """The ring of the last T frames (slot 0 = most recent).
+
+    features: (B, T, C_mem, h_mem, w_mem) low-resolution pixel features
+    queries:  (B, T, Q, D) decoder query embeddings
+    valid:    (B, T) float32, 1.0 = filled slot, 0.0 = empty
+    """
+
+    features: Tensor
+    queries: Tensor
+    valid: Tensor
+
+
+def empty_memory(batch_size: int, frames: int, feature_dim: int, memory_size: tuple[int, int],
+                 num_queries: int, hidden_dim: int, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> MemoryState:
+    """A memory with every slot empty (zeros, valid = 0)."""
+    dtype = torch.float32 if dtype is None else dtype
+    h_mem, w_mem = memory_size
+    return MemoryState(
+        features=torch.zeros(batch_size, frames, feature_dim, h_mem, w_mem, device=device,
+                             dtype=dtype),
+        queries=torch.zeros(batch_size, frames, num_queries, hidden_dim, device=device,
+                            dtype=dtype),
+        valid=torch.zeros(batch_size, frames, device=device, dtype=torch.float32),
+    )
+
+
+def write_frame(memory: MemoryState, features: Tensor, queries: Tensor) -> MemoryState:
+    """Push one frame into slot 0, shifting older slots by one and dropping the oldest.
+
+    features (B, C_mem, h_mem, w_mem); queries (B, Q, D).
+    """
+    ones = torch.ones_like(memory.valid[:, :1])
+    return MemoryState(
+        features=torch.cat([features[:, None].to(memory.features.dtype),
+                            memory.features[:, :-1]], dim=1),
+        queries=torch.cat([queries[:, None].to(memory.queries.dtype), memory.queries[:, :-1]],
+                          dim=1),
+        valid=torch.cat([ones, memory.valid[:, :-1]], dim=1),
+    )
+
+
+def reset_memory(memory: MemoryState, keep: Tensor) -> MemoryState:
+    """Mark the slots of the batch entries with keep == 0 as empty (keep: (B,) 0/1 floats)."""
+    return MemoryState(memory.features, memory.queries, memory.valid * keep[:, None])
+
+
+class MemoryTokens(NamedTuple):
+    """The memory flattened for attention: key inputs, value inputs (B, M, D), bias (B, 1, 1, M)."""
+
+    keys: Tensor
+    values: Tensor
+    bias: Tensor
+
+
+class MemoryReader(nn.Module):
+    """Turns a MemoryState into attention tokens, once per forward (shared by all layers).
+
+    Pixel tokens get a sine position embedding, query tokens their query slot's learned
+    position embedding; both get a learned embedding of their slot (the frame's age).
+    Tokens of empty slots are blocked by a finite bias.
+    """
+
+    def __init__(self, frames: int, feature_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.feature_proj = nn.Linear(feature_dim, hidden_dim)
+        self.slot_embed = nn.Parameter(torch.randn(frames, hidden_dim) * 0.02)
+
+    def forward(self, memory: MemoryState, query_pos: Tensor) -> MemoryTokens:
+        """query_pos (Q, D): the decoder's learned query position embedding."""
+        features, queries, valid = memory
+        batch, frames, channels, h_mem, w_mem = features.shape
+        num_queries, dim = queries.shape[2], queries.shape[3]
+        dtype = queries.dtype
+        pixels = self.feature_proj(features.permute(0, 1, 3, 4, 2).reshape(
+            batch, frames, h_mem * w_mem, channels))  # (B, T, hw, D)
+        pixel_pos = sine_position_embedding(h_mem, w_mem, dim // 2, device=features.device,
+                                            dtype=dtype).flatten(1).transpose(0, 1)  # (hw, D)
+        slot = self.slot_embed[:, None, :]  # (T, 1, D)
+        pixel_keys = pixels + (pixel_pos[None] + slot)[None]
+        query_keys = queries + (query_pos[None] + slot)[None]
+        keys = torch.cat([pixel_keys.reshape(batch, -1, dim), query_keys.reshape(batch, -1, dim)],
+                         dim=1)
+        values = torch.cat([pixels.reshape(batch, -1, dim), queries.reshape(batch, -1, dim)],
+                           dim=1)
+        valid = valid.to(dtype)
+        token_valid = torch.cat([valid[:, :, None].expand(batch, frames, h_mem * w_mem)
+                                 .reshape(batch, -1),
+                                 valid[:, :, None].expand(batch, frames, num_queries)
+                                 .reshape(batch, -1)], dim=1)
+        bias = ((1.0 - token_valid) * MASKED_LOGIT_BIAS)[:, None, None, :]
+        return MemoryTokens(keys, values, bias)
+
+
+class MemoryAttention(nn.Module):
+    """Gated cross-frame attention: query + tanh(gate) * Attn(LN(query) + pos, memory).
+
+    A learned null key/value token is always attendable, so an empty memory is well defined.
+    The gate starts at 0, where the layer is exactly the identity (the image model).
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads)
+        self.null_key = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.null_value = nn.Parameter(torch.zeros(1, 1, dim))
+        self.gate = nn.Parameter(torch.zeros(1))
+
+    def forward(self, query: Tensor, query_pos: Tensor, tokens: MemoryTokens) -> Tensor:
+        """query (B, Q, D), query_pos (1|B, Q, D) -> (B, Q, D)."""
+        batch = query.shape[0]
+        keys = torch.cat([self.null_key.expand(batch, 1, -1).to(query.dtype), tokens.keys], 1)
+        values = torch.cat([self.null_value.expand(batch, 1, -1).to(query.dtype), tokens.values],
+                           1)
+        bias = torch.cat([torch.zeros_like(tokens.bias[..., :1]), tokens.bias], dim=-1)
+        attended = self.attn(self.norm(query) + query_pos, keys, values, bias)
+        return query + torch.tanh(self.gate) * attended

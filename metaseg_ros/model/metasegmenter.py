@@ -1,0 +1,113 @@
+"""MetaSegmenter: Mask2Former with a space-time memory bank, one frame per call.
+
+    images (B, 3, H, W) RGB 0..255 -> normalise -> backbone (strides 4..32)
+      -> pixel decoder (mask features at stride 4, levels 32/16/8)
+      -> transformer decoder (masked cross-attention, gated memory attention, self-attention,
+         FFN) -> class logits (B, Q, C+1), mask logits (B, Q, H/4, W/4)
+    memory (state in) -> updated memory (state out): this frame written into slot 0.
+
+With every memory gate at 0 (as initialised and after converting an image checkpoint) the
+network computes exactly the image Mask2Former.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metaseg_ros.model.backbones import build_backbone
+from metaseg_ros.model.config import MetaSegConfig
+from metaseg_ros.model.memory import MemoryReader, MemoryState, empty_memory, write_frame
+from metaseg_ros.model.pixel_decoder import PixelDecoder
+from metaseg_ros.model.transformer_decoder import TransformerDecoder
+
+
+class SegmenterOutput(NamedTuple):
+    """class_logits (B, Q, C+1), last index = no-object; mask_logits (B, Q, H/4, W/4);
+    query_embeddings (B, Q, D) final normalised queries (for association); memory: the
+    updated ring to feed into the next call."""
+
+    class_logits: Tensor
+    mask_logits: Tensor
+    query_embeddings: Tensor
+    memory: MemoryState
+
+
+class MetaSegmenter(nn.Module):
+    """Video instance segmentation network; state (memory) passed explicitly in and out."""
+
+    def __init__(self, config: MetaSegConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(1, 3, 1, 1),
+                             persistent=False)
+        self.backbone = build_backbone(config.backbone)
+        self.pixel_decoder = PixelDecoder(config.pixel_decoder, tuple(self.backbone.channels))
+        self.transformer_decoder = TransformerDecoder(config)
+        self.memory_write_proj = nn.Conv2d(config.pixel_decoder.conv_dim,
+                                           config.memory.feature_dim, 1)
+        self.memory_reader = MemoryReader(config.memory_frames, config.memory.feature_dim,
+                                          config.hidden_dim)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The model's classes, indexed by class id (no-object excluded)."""
+        return self.config.class_names
+
+    def initial_memory(self, batch_size: int, device: torch.device | str | None = None,
+                       dtype: torch.dtype | None = None) -> MemoryState:
+        """A memory with every slot empty, on the model's device/dtype unless given."""
+        reference = self.pixel_mean
+        return empty_memory(
+            batch_size, self.config.memory_frames, self.config.memory.feature_dim,
+            self.config.memory_size, self.config.num_queries, self.config.hidden_dim,
+            device=reference.device if device is None else device,
+            dtype=self.transformer_decoder.query_feat.dtype if dtype is None else dtype)
+
+    def forward(self, images: Tensor, memory: MemoryState) -> SegmenterOutput:
+        """Segment one frame per batch entry; images (B, 3, H, W) float RGB in 0..255."""
+        return self.forward_with_aux(images, memory)[0]
+
+    def forward_with_aux(self, images: Tensor, memory: MemoryState
+                         ) -> tuple[SegmenterOutput, list[tuple[Tensor, Tensor]]]:
+        """Forward plus (class_logits, mask_logits) before layer 1 and after every layer."""
+        self._check_inputs(images, memory)
+        pixels = (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
+        features = self.backbone(pixels)
+        decoded = self.pixel_decoder(features)
+        tokens = self.memory_reader(memory, self.transformer_decoder.query_embed)
+        out = self.transformer_decoder(decoded.multi_scale, decoded.mask_features, tokens)
+        new_features = self.memory_write_proj(decoded.multi_scale[0])
+        pool = self.config.memory.pool_stride // 32
+        if pool > 1:
+            new_features = F.avg_pool2d(new_features, kernel_size=pool, stride=pool)
+        new_memory = write_frame(memory, new_features, out.query_embeddings)
+        final = out.predictions[-1]
+        result = SegmenterOutput(final.class_logits, final.mask_logits, out.query_embeddings,
+                                 new_memory)
+        return result, [(p.class_logits, p.mask_logits) for p in out.predictions]
+
+    def _check_inputs(self, images: Tensor, memory: MemoryState) -> None:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        height, width = int(images.shape[2]), int(images.shape[3])
+        stride = self.config.memory.pool_stride
+        if height % stride or width % stride:
+            raise ValueError(f"image size {(height, width)} must be divisible by {stride}")
+        batch = images.shape[0]
+        cfg = self.config
+        expected_features = (batch, cfg.memory_frames, cfg.memory.feature_dim,
+                             height // stride, width // stride)
+        expected_queries = (batch, cfg.memory_frames, cfg.num_queries, cfg.hidden_dim)
+        if (tuple(memory.features.shape) != expected_features
+                or tuple(memory.queries.shape) != expected_queries
+                or tuple(memory.valid.shape) != (batch, cfg.memory_frames)):
+            raise ValueError(
+                f"memory shapes {tuple(memory.features.shape)}, {tuple(memory.queries.shape)}, "
+                f"{tuple(memory.valid.shape)} do not match {expected_features}, "
+                f"{expected_queries}, {(batch, cfg.memory_frames)}; use initial_memory()")

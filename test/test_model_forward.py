@@ -1,0 +1,112 @@
+"""MetaSegmenter forward: shapes per config, determinism, finite outputs, deep supervision."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaseg_ros.model import CONFIG_NAMES, MetaSegmenter, get_config
+
+SMALL = (64, 64)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return MetaSegmenter(get_config("tiny", image_size=(128, 128))).eval()
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_output_shapes_per_config(name):
+    torch.manual_seed(0)
+    config = get_config(name, image_size=SMALL)
+    model = MetaSegmenter(config).eval()
+    memory = model.initial_memory(2)
+    images = torch.rand(2, 3, *SMALL) * 255
+    with torch.no_grad():
+        out, aux = model.forward_with_aux(images, memory)
+    q, d, c = config.num_queries, config.hidden_dim, config.num_classes
+    assert out.class_logits.shape == (2, q, c + 1)
+    assert out.mask_logits.shape == (2, q, SMALL[0] // 4, SMALL[1] // 4)
+    assert out.query_embeddings.shape == (2, q, d)
+    t, cm = config.memory_frames, config.memory.feature_dim
+    assert out.memory.features.shape == (2, t, cm, 1, 1)
+    assert out.memory.queries.shape == (2, t, q, d)
+    assert out.memory.valid.shape == (2, t)
+    assert len(aux) == config.num_decoder_layers + 1
+    assert torch.equal(aux[-1][0], out.class_logits)
+    assert torch.equal(aux[-1][1], out.mask_logits)
+    assert all(torch.isfinite(a).all() and torch.isfinite(b).all() for a, b in aux)
+
+
+def test_parameter_counts_match_mask2former_scale():
+    # Mask2Former R50 has 44M parameters and Swin-L 216M; the memory adds a few million.
+    counts = {name: sum(p.numel() for p in MetaSegmenter(get_config(name)).parameters())
+              for name in ("tiny", "r50")}
+    assert 44e6 < counts["r50"] < 48e6
+    assert counts["tiny"] < 8e6
+
+
+def test_forward_is_deterministic(tiny_model):
+    images = torch.rand(1, 3, 128, 128) * 255
+    memory = tiny_model.initial_memory(1)
+    with torch.no_grad():
+        first = tiny_model(images, memory)
+        second = tiny_model(images, memory)
+    assert torch.equal(first.class_logits, second.class_logits)
+    assert torch.equal(first.mask_logits, second.mask_logits)
+    assert torch.equal(first.memory.features, second.memory.features)
+
+
+@pytest.mark.parametrize("kind", ["black", "white", "constant", "random", "saturated"])
+def test_outputs_finite_on_extreme_images(tiny_model, kind):
+    generator = torch.Generator().manual_seed(1)
+    images = {
+        "black": torch.zeros(1, 3, 128, 128),
+        "white": torch.full((1, 3, 128, 128), 255.0),
+        "constant": torch.full((1, 3, 128, 128), 77.0),
+        "random": torch.rand(1, 3, 128, 128, generator=generator) * 255,
+        "saturated": (torch.rand(1, 3, 128, 128, generator=generator) > 0.5).float() * 255,
+    }[kind]
+    memory = tiny_model.initial_memory(1)
+    with torch.no_grad():
+        for _ in range(3):  # also with the memory filled by earlier frames
+            out = tiny_model(images, memory)
+            memory = out.memory
+            for tensor in (out.class_logits, out.mask_logits, out.query_embeddings,
+                           *out.memory):
+                assert torch.isfinite(tensor).all()
+
+
+def test_batch_entries_are_independent(tiny_model):
+    images = torch.rand(2, 3, 128, 128) * 255
+    with torch.no_grad():
+        both = tiny_model(images, tiny_model.initial_memory(2))
+        second = tiny_model(images[1:], tiny_model.initial_memory(1))
+    torch.testing.assert_close(both.class_logits[1:], second.class_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(both.mask_logits[1:], second.mask_logits, atol=1e-3, rtol=1e-4)
+
+
+def test_gradients_reach_every_trainable_part():
+    torch.manual_seed(0)
+    model = MetaSegmenter(get_config("tiny", image_size=(64, 64), num_queries=10)).train()
+    for layer in model.transformer_decoder.layers:
+        layer.memory_attn.gate.data.fill_(0.5)
+    # Frame 1 writes the memory, frame 2 reads it: the loss on frame 2 reaches the write path.
+    memory = model(torch.rand(1, 3, 64, 64) * 255, model.initial_memory(1)).memory
+    _, aux = model.forward_with_aux(torch.rand(1, 3, 64, 64) * 255, memory)
+    loss = sum(c.logsumexp(-1).mean() + m.sigmoid().mean() for c, m in aux)
+    loss.backward()
+    no_grad = [name for name, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    assert no_grad == []
+
+
+def test_wrong_inputs_are_refused(tiny_model):
+    memory = tiny_model.initial_memory(1)
+    with pytest.raises(ValueError, match="divisible"):
+        tiny_model(torch.zeros(1, 3, 100, 128), memory)
+    with pytest.raises(ValueError, match="initial_memory"):
+        tiny_model(torch.zeros(1, 3, 192, 192), memory)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        tiny_model(torch.zeros(1, 1, 128, 128), memory)
