@@ -190,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  args.synthetic_frames, "synthetic_size": list(args.synthetic_size)}
     result = evaluate_model(model, source, postprocess=PostprocessSettings(
         score_threshold=args.score_threshold), device=args.device, max_videos=args.max_videos)
+    split.update(max_videos=args.max_videos, score_threshold=args.score_threshold)
     document = {"checkpoint": str(args.checkpoint), "split": split, "metrics": asdict(result)}
     text = json.dumps(document, indent=2)
     print(text)
