@@ -248,9 +248,11 @@ class Trainer:
         self.unroller = ClipUnroller(self.model, config.detach_memory)
         if self.context.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
+            # One-frame clips leave the memory path without gradients: let DDP look for
+            # unused parameters then.
+            find_unused = config.find_unused_parameters or config.data.min_clip_frames < 2
             self.wrapped: nn.Module = DistributedDataParallel(
-                self.unroller, device_ids=device_ids,
-                find_unused_parameters=config.find_unused_parameters)
+                self.unroller, device_ids=device_ids, find_unused_parameters=find_unused)
         else:
             self.wrapped = self.unroller
         self.criterion = VideoSetCriterion(self.model_config.num_classes, config.loss)
