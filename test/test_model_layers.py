@@ -103,3 +103,28 @@ def test_sine_position_embedding_layout():
     assert torch.equal(pos[8:, 0:1, :].expand(8, 3, 5), pos[8:])
     # Channel 0 is sin(y) with y = row / (H + eps) * 2 pi, rows counted from 1.
     assert abs(pos[0, 1, 0].item() - torch.sin(torch.tensor(2 / 3 * 2 * torch.pi)).item()) < 1e-5
+
+
+def test_video_time_term_completes_the_3d_sine_embedding_of_one_frame():
+    """Video Mask2Former's PositionEmbeddingSine3D for T=1 = 2-D embedding + a constant."""
+    import math
+
+    from metaseg_ros.model.layers import video_time_embedding
+
+    feats, height, width = 16, 3, 5
+    # The 3-D formula, written out: cumulative counts normalised by the last one, 2 pi scale.
+    ones = torch.ones(1, height, width, dtype=torch.float64)
+    z = ones.cumsum(0) / (ones.cumsum(0)[-1:] + 1e-6) * 2 * math.pi
+    y = ones.cumsum(1) / (ones.cumsum(1)[:, -1:] + 1e-6) * 2 * math.pi
+    x = ones.cumsum(2) / (ones.cumsum(2)[:, :, -1:] + 1e-6) * 2 * math.pi
+    dim_t = 10000 ** (2 * (torch.arange(feats, dtype=torch.float64) // 2) / feats)
+    dim_t_z = 10000 ** (2 * (torch.arange(2 * feats, dtype=torch.float64) // 2) / (2 * feats))
+
+    def sincos(values, dims):
+        angles = values[..., None] / dims
+        return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), -1).flatten(-2)
+
+    pos3d = (torch.cat((sincos(y, dim_t), sincos(x, dim_t)), -1) + sincos(z, dim_t_z))[0]
+    ours = (sine_position_embedding(height, width, feats, dtype=torch.float64).permute(1, 2, 0)
+            + video_time_embedding(2 * feats, dtype=torch.float64))
+    torch.testing.assert_close(ours, pos3d, atol=1e-12, rtol=1e-12)

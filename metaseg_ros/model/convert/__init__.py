@@ -3,6 +3,7 @@
 from metaseg_ros.model.convert.common import (
     ConversionError,
     ConversionReport,
+    rename_classes,
     select_classes,
 )
 from metaseg_ros.model.convert.hf import (
@@ -17,5 +18,6 @@ __all__ = [
     "convert_hf_checkpoint",
     "convert_hf_state_dict",
     "hf_config_to_metaseg",
+    "rename_classes",
     "select_classes",
 ]

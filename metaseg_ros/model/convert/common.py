@@ -173,3 +173,13 @@ def select_classes(model: MetaSegmenter, class_names: Iterable[str]) -> MetaSegm
         state[key] = state[key].index_select(0, index)
     subset.load_state_dict(state)
     return subset.eval()
+
+
+def rename_classes(model: MetaSegmenter, class_names: Iterable[str]) -> MetaSegmenter:
+    """A copy of model whose classes carry new names (same count, same order, same weights)."""
+    names = tuple(class_names)
+    if len(names) != model.config.num_classes:
+        raise ConversionError(f"{len(names)} names given for {model.config.num_classes} classes")
+    renamed = MetaSegmenter(replace_config(model.config, class_names=names))
+    renamed.load_state_dict(model.state_dict())
+    return renamed.eval()
