@@ -58,9 +58,14 @@ def summarize_mask(mask: np.ndarray) -> MaskSummary:
     if mask.ndim != 2:
         raise ValueError(f"expected a (H, W) mask, got shape {mask.shape}")
     height, width = mask.shape
-    packed = np.ascontiguousarray(np.packbits(mask.astype(np.bool_, copy=False), axis=1))
-    if packed.shape[1] % 8:
-        packed = np.pad(packed, ((0, 0), (0, -packed.shape[1] % 8)))
+    mask = mask.astype(np.bool_, copy=False)
+    if width % 64 == 0 and mask.flags.c_contiguous:
+        # Rows are whole words: packing the flat array is the same, and faster.
+        packed = np.packbits(mask.reshape(-1)).reshape(height, width // 8)
+    else:
+        packed = np.ascontiguousarray(np.packbits(mask, axis=1))
+        if packed.shape[1] % 8:
+            packed = np.pad(packed, ((0, 0), (0, -packed.shape[1] % 8)))
     words = packed.view(np.uint64)
     words_per_row = words.shape[1]
     flat = words.ravel()
