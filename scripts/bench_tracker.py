@@ -283,8 +283,8 @@ def section_speed(repeats: int) -> None:
         candidates = tracker._prepare(frames[-1])
         live = tracker._tracks
         similarity = _median_ms(
-            lambda c=candidates, t=live, k=tracker: k.similarity(c, t), repeats)
-        cost = 1.0 - tracker.similarity(candidates, live)
+            lambda c=candidates, t=live, k=tracker: k._similarity(c, t), repeats)
+        cost = 1.0 - tracker._similarity(candidates, live)
         hungarian = _median_ms(lambda c=cost: assign(c, 0.5), repeats)
         print(f"| {num_objects} x {num_objects} | {size}x{size} | "
               f"{statistics.median(times):.3f} ms | {statistics.median(cpu_times):.3f} ms | "

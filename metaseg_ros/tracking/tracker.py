@@ -95,7 +95,7 @@ class TrackSnapshot:
 class _Track:
     """Mutable state of one track (private to Tracker)."""
 
-    __slots__ = ("age", "bank", "bank_sum", "class_probs", "consecutive_hits",
+    __slots__ = ("age", "bank", "bank_sum", "class_id", "class_probs", "consecutive_hits",
                  "detection_index", "hits", "lost_frames", "query_index", "score", "state",
                  "summary", "track_id")
 
@@ -110,7 +110,8 @@ class _Track:
         self.lost_frames = 0
         self.bank: deque[np.ndarray] = deque([embedding], maxlen=bank_size)
         self.bank_sum = embedding.astype(np.float64)
-        self.class_probs = class_probs
+        self.class_probs = class_probs.copy()  # running vote, updated in place
+        self.class_id = int(class_probs.argmax())
         self.summary = summary
         self.score = score
         self.query_index = query_index
@@ -118,9 +119,15 @@ class _Track:
 
     def add_embedding(self, embedding: np.ndarray) -> None:
         if len(self.bank) == self.bank.maxlen:
-            self.bank_sum = self.bank_sum - self.bank[0]
+            self.bank_sum -= self.bank[0]
         self.bank.append(embedding)
-        self.bank_sum = self.bank_sum + embedding
+        self.bank_sum += embedding
+
+    def vote(self, class_probs: np.ndarray, weight: float) -> None:
+        """Exponential moving average of the class distribution; class = its argmax."""
+        self.class_probs *= 1.0 - weight
+        self.class_probs += weight * class_probs
+        self.class_id = int(self.class_probs.argmax())
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -153,7 +160,7 @@ class Tracker:
     def tracks(self) -> tuple[TrackSnapshot, ...]:
         """Live tracks (tentative, confirmed and lost), oldest first."""
         return tuple(TrackSnapshot(
-            track_id=t.track_id, state=t.state, class_id=int(np.argmax(t.class_probs)),
+            track_id=t.track_id, state=t.state, class_id=t.class_id,
             score=t.score, age=t.age, hits=t.hits, lost_frames=t.lost_frames,
             query_index=t.query_index, detected_this_frame=t.detection_index >= 0)
             for t in self._tracks)
@@ -231,13 +238,19 @@ class Tracker:
     def _class_distributions(detections: list[Detection], num_classes: int) -> np.ndarray:
         """(N, C) class distributions: class_probs normalised to sum 1 (one-hot of class_id
         when a detection has no probabilities)."""
-        probs = np.zeros((len(detections), num_classes))
-        for row, det in enumerate(detections):
-            values = np.asarray(det.class_probs).ravel()
-            if values.size == num_classes:
-                probs[row] = values
-            elif values.size:
-                raise ValueError(f"class_probs has {values.size} entries, expected {num_classes}")
+        sizes = {np.size(d.class_probs) for d in detections}
+        if sizes == {num_classes}:
+            probs = np.array([d.class_probs for d in detections], dtype=np.float64).reshape(
+                len(detections), num_classes)
+        else:
+            probs = np.zeros((len(detections), num_classes))
+            for row, det in enumerate(detections):
+                values = np.asarray(det.class_probs).ravel()
+                if values.size == num_classes:
+                    probs[row] = values
+                elif values.size:
+                    raise ValueError(f"class_probs has {values.size} entries, expected "
+                                     f"{num_classes}")
         np.clip(probs, 0.0, None, out=probs)
         totals = probs.sum(axis=1)
         empty = totals <= _EPS
@@ -247,7 +260,7 @@ class Tracker:
             totals[rows] = 1.0
         return probs / totals[:, None]
 
-    def similarity(self, candidates: _Candidates, tracks: list[_Track]) -> np.ndarray:
+    def _similarity(self, candidates: _Candidates, tracks: list[_Track]) -> np.ndarray:
         """(detections, tracks) combined similarity in [0, 1] (see TrackerConfig)."""
         cfg = self.config
         if cfg.embedding_match == "mean":
@@ -278,7 +291,7 @@ class Tracker:
         num_detections = len(candidates.detections)
         if not tracks or not num_detections:
             return [], set(range(len(tracks))), list(range(num_detections))
-        cost = 1.0 - self.similarity(candidates, tracks)
+        cost = 1.0 - self._similarity(candidates, tracks)
         max_cost = 1.0 - self.config.min_similarity + _EPS
         free = np.arange(num_detections)
         matches: list[tuple[int, int]] = []
@@ -298,9 +311,7 @@ class Tracker:
     def _update_track(self, track: _Track, candidates: _Candidates, det_index: int) -> None:
         det = candidates.detections[det_index]
         track.add_embedding(candidates.embeddings[det_index])
-        alpha = self.config.class_ema
-        track.class_probs = (1.0 - alpha) * track.class_probs + alpha * candidates.class_probs[
-            det_index]
+        track.vote(candidates.class_probs[det_index], self.config.class_ema)
         track.summary = candidates.summaries[det_index]
         track.score = float(det.score)
         track.query_index = int(det.query_index)
@@ -367,7 +378,7 @@ class Tracker:
             if track.state is not TrackState.CONFIRMED or track.detection_index < 0:
                 continue
             det = candidates.detections[track.detection_index]
-            class_id = int(np.argmax(track.class_probs))
+            class_id = track.class_id
             published.append(TrackedInstance(
                 track_id=track.track_id, class_id=class_id,
                 class_name=self.class_names[class_id], score=float(det.score), mask=det.mask,
