@@ -112,8 +112,9 @@ def score(config: TrackerConfig, sequences: list[SyntheticSequence],
 
 def oracle_score(sequences: list[SyntheticSequence]) -> dict[str, float]:
     """The same detections with perfect association: each detection takes the id of the
-    ground-truth object it overlaps most (mask IoU >= 0.5), else a fresh id. The ceiling
-    the detector's noise leaves to any tracker."""
+    ground-truth object it overlaps most (mask IoU >= 0.5), else a fresh id. A reference
+    for association quality (AssA, ID switches); it keeps every false positive and
+    duplicate, so it is no upper bound for MOTA or IDF1."""
     from metaseg_ros.eval.frames import encode_masks
     from metaseg_ros.eval.similarity import mask_iou
 
@@ -145,8 +146,9 @@ def section_quality(seeds: int) -> None:
     print("### Quality on the synthetic suite (mask IoU)\n")
     print(f"Suite per noise level: {seeds} seed(s) x [crossing, occlusion gap 5/15/40, "
           "re-entry gap 10/25/60, crowd], 120 frames of 256x256 each; default TrackerConfig "
-          "except max_lost. 'oracle ids': the same detections with perfect association (the "
-          "ceiling the detector noise leaves).\n")
+          "except max_lost. 'oracle ids': the same detections with perfect association and no "
+          "filtering of false positives or duplicates (a reference for association, not an "
+          "upper bound for MOTA/IDF1).\n")
     print("| noise | max_lost | ID sw. | IDF1 | MOTA | HOTA | DetA | AssA | FP | FN | GT |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for noise_name in NOISE_LEVELS:
