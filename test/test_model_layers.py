@@ -3,6 +3,7 @@ equals a grid_sample reference, the masked-attention rule, sine embeddings."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -128,3 +129,21 @@ def test_video_time_term_completes_the_3d_sine_embedding_of_one_frame():
     ours = (sine_position_embedding(height, width, feats, dtype=torch.float64).permute(1, 2, 0)
             + video_time_embedding(2 * feats, dtype=torch.float64))
     torch.testing.assert_close(ours, pos3d, atol=1e-12, rtol=1e-12)
+
+
+def test_grid_sample_mode_gives_the_same_model_outputs():
+    from metaseg_ros.model import MetaSegmenter, get_config
+    from metaseg_ros.model.layers import set_deformable_sampling
+
+    torch.manual_seed(0)
+    model = MetaSegmenter(get_config("tiny", image_size=(64, 64), num_queries=10)).eval()
+    images = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        gathered = model(images, model.initial_memory(1))
+        set_deformable_sampling(model, "grid_sample")
+        sampled = model(images, model.initial_memory(1))
+        set_deformable_sampling(model, "gather")
+    torch.testing.assert_close(sampled.class_logits, gathered.class_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sampled.mask_logits, gathered.mask_logits, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="nearest"):
+        set_deformable_sampling(model, "nearest")

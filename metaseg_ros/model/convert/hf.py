@@ -343,3 +343,40 @@ def convert_hf_checkpoint(directory: str | Path, name: str | None = None,
     report.notes.append(f"source: Hugging Face Mask2Former ({config.backbone.kind}), "
                         f"{config.num_classes} classes, {config.num_decoder_layers} layers")
     return model, report
+
+
+def reference_mask2former_config(config: MetaSegConfig):
+    """transformers.Mask2FormerConfig with the architecture of our config (ResNet or Swin).
+
+    The reference model built from it (random weights, no download) converts to a
+    MetaSegmenter computing the same outputs; used by the fidelity tests and benchmarks.
+    """
+    import transformers
+
+    stages = ["stage1", "stage2", "stage3", "stage4"]
+    backbone = config.backbone
+    if backbone.kind == "resnet":
+        layouts = {depth: key for key, depth in RESNET_DEPTHS.items()}
+        layer_type, depths = layouts[backbone.depth]
+        backbone_config = transformers.ResNetConfig(
+            depths=list(depths), hidden_sizes=RESNET_WIDTHS[layer_type], layer_type=layer_type,
+            out_features=stages)
+    elif backbone.kind == "swin":
+        backbone_config = transformers.SwinConfig(
+            embed_dim=backbone.embed_dim, depths=list(backbone.depths),
+            num_heads=list(backbone.num_heads), window_size=backbone.window_size,
+            mlp_ratio=backbone.mlp_ratio, patch_size=backbone.patch_size, out_features=stages)
+    else:
+        raise ConversionError(f"transformers' Mask2Former has no {backbone.kind} backbone")
+    if config.pixel_decoder.num_heads != config.decoder.num_heads or \
+            config.pixel_decoder.num_points != 4:
+        raise ConversionError("the reference uses one head count and 4 points")
+    return transformers.Mask2FormerConfig(
+        backbone_config=backbone_config, use_pretrained_backbone=False,
+        feature_size=config.pixel_decoder.conv_dim, mask_feature_size=config.pixel_decoder.mask_dim,
+        hidden_dim=config.hidden_dim, encoder_feedforward_dim=config.pixel_decoder.ffn_dim,
+        encoder_layers=config.pixel_decoder.encoder_layers,
+        decoder_layers=config.num_decoder_layers + 1, num_attention_heads=config.decoder.num_heads,
+        dim_feedforward=config.decoder.ffn_dim, pre_norm=config.decoder.pre_norm,
+        enforce_input_projection=config.decoder.enforce_input_projection,
+        num_queries=config.num_queries, id2label=dict(enumerate(config.class_names)))
