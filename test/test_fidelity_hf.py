@@ -104,7 +104,15 @@ def run_both(reference, ours, dtype: torch.dtype, batch: int = 2):
                         output_auxiliary_logits=True)
         features = ours.backbone(pixels)
         decoded = ours.pixel_decoder(features)
-        out, aux = ours.forward_with_aux(images, ours.initial_memory(batch, dtype=dtype))
+        # A memory full of past frames: at gate 0 (converted image checkpoint) it must not
+        # change anything, so the comparison with the image model holds with it.
+        memory = ours.initial_memory(batch, dtype=dtype)
+        memory = memory._replace(features=torch.randn(memory.features.shape, generator=generator,
+                                                      dtype=dtype),
+                                 queries=torch.randn(memory.queries.shape, generator=generator,
+                                                     dtype=dtype),
+                                 valid=torch.ones_like(memory.valid))
+        out, aux = ours.forward_with_aux(images, memory)
     return ref, features, decoded, out, aux
 
 

@@ -173,7 +173,7 @@ def multi_scale_deformable_sample(value: Tensor, spatial_shapes: list[tuple[int,
         indices, weights = bilinear_sample_indices(sampling_locations[:, :, :, level], height,
                                                    width)
         all_indices.append(indices + start)  # (B, Nq, heads, P, 4)
-        all_weights.append(weights * attention_weights[:, :, :, level, :, None])
+        all_weights.append(weights * attention_weights[:, :, :, level, :, None].to(weights.dtype))
         start += height * width
     if start != total:
         raise ValueError(f"spatial shapes cover {start} positions, value has {total}")
@@ -205,6 +205,7 @@ def grid_sample_deformable_sample(value: Tensor, spatial_shapes: list[tuple[int,
         level_value = per_level[level].permute(0, 2, 3, 1).reshape(batch * heads, head_dim,
                                                                    height, width)
         grid = (2 * sampling_locations[:, :, :, level] - 1).transpose(1, 2).flatten(0, 1)
+        grid = grid.to(level_value.dtype)
         sampled = F.grid_sample(level_value, grid, mode="bilinear", padding_mode="zeros",
                                 align_corners=False)  # (B*heads, Dh, Nq, P)
         weights = attention_weights[:, :, :, level].transpose(1, 2).reshape(
@@ -270,10 +271,13 @@ class MultiScaleDeformableAttention(nn.Module):
             batch, num_q, self.num_heads, self.num_levels * self.num_points)
         weights = torch.softmax(weights, dim=-1).reshape(
             batch, num_q, self.num_heads, self.num_levels, self.num_points)
-        normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=query.dtype,
+        # Sampling positions need more precision than float16/bfloat16 give on large maps
+        # (Mask2Former runs this module in float32 too): compute them in float32 at least.
+        work = _compute_dtype(query.dtype)
+        normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=work,
                                   device=query.device)  # (L, 2) as (x, y)
-        locations = (reference_points[:, :, None, None, None, :]
-                     + offsets / normalizer[None, None, None, :, None, :])
+        locations = (reference_points.to(work)[:, :, None, None, None, :]
+                     + offsets.to(work) / normalizer[None, None, None, :, None, :])
         if self.sampling == "grid_sample":
             out = grid_sample_deformable_sample(value, spatial_shapes, locations, weights)
         else:
