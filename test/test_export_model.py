@@ -142,3 +142,24 @@ def test_full_tiny_config_at_512_exports_clean(tmp_path):
     scale = second.class_logits.abs().max()
     assert (torch.from_numpy(class_logits) - second.class_logits).abs().max() / scale <= 1e-3
     assert mask_iou(torch.from_numpy(mask_logits) > 0, second.mask_logits > 0) >= 0.99
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset, backbone", [("r50", {}), ("swin-t", {"depths": (2, 2, 2, 2)})])
+def test_gpu_configs_export_clean_with_parity(tmp_path, preset, backbone):
+    """ResNet and Swin variants (shortened) export without forbidden ops and match eagerly."""
+    model = _model(get_config(preset, image_size=SIZE, num_queries=10, num_decoder_layers=3,
+                              backbone=backbone, pixel_decoder={"encoder_layers": 1}))
+    path = export_onnx(model, tmp_path / f"{preset}.onnx")
+    assert find_forbidden_ops(onnx.load(str(path))) == []
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    frames = _frames(2)
+    expected = _eager_sequence(model, frames)
+    memory = [t.numpy() for t in model.initial_memory(1)]
+    for frame, reference in zip(frames, expected, strict=True):
+        feeds = dict(zip(INPUT_NAMES, [frame.numpy(), *memory], strict=True))
+        got = [torch.from_numpy(x) for x in session.run(list(OUTPUT_NAMES), feeds)]
+        memory = [x.numpy() for x in got[3:]]
+        scale = reference[0].abs().max().clamp_min(1.0)
+        assert (got[0] - reference[0]).abs().max() / scale <= 1e-3
+        assert mask_iou(got[1] > 0, reference[1] > 0) >= 0.99
