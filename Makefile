@@ -4,7 +4,6 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_shm.xml
-export FASTRTPS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_shm.xml
 
 .PHONY: setup demo test lint clean
 

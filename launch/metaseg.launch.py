@@ -5,8 +5,8 @@
 Arguments: image (input topic; the compressed input is <image>/compressed), params_file,
 namespace, use_sim_time, backend (eager | onnxruntime | tensorrt | exported), and
 fastdds_profile (the shared-memory transport profile that lets large best-effort images
-through; exported as FASTDDS_DEFAULT_PROFILES_FILE and, for Humble/Jazzy,
-FASTRTPS_DEFAULT_PROFILES_FILE).
+through; exported as FASTDDS_DEFAULT_PROFILES_FILE and, on Humble/Iron/Jazzy, also as
+FASTRTPS_DEFAULT_PROFILES_FILE). The `backend` argument overrides the params file.
 
 metaseg_ros/ros/launch_command.py spells out the command line this file makes launch_ros
 run; the tests start the node with exactly that command line.
@@ -14,7 +14,13 @@ run; the tests start the node with exactly that command line.
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.conditions import IfCondition
+from launch.substitutions import (
+    EnvironmentVariable,
+    LaunchConfiguration,
+    PathJoinSubstitution,
+    PythonExpression,
+)
 from launch_ros.actions import Node
 from launch_ros.descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
@@ -41,7 +47,10 @@ def generate_launch_description() -> LaunchDescription:
                                   [share, "config", "fastdds_shm.xml"]),
                               description="Fast DDS XML profile (32 MB shared-memory segment)"),
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", profile),
-        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", profile),
+        # Fast DDS 2.x (Humble, Iron, Jazzy) reads the older variable; Kilted warns about it.
+        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", profile, condition=IfCondition(
+            PythonExpression(["'", EnvironmentVariable("ROS_DISTRO", default_value=""),
+                              "' in ('humble', 'iron', 'jazzy')"]))),
         Node(
             package="metaseg_ros",
             executable="metaseg_node",

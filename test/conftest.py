@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from metaseg_ros.ros.launch_command import profile_variables
+
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
-for _variable in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
+for _variable in profile_variables(os.environ.get("ROS_DISTRO", "")):
     os.environ[_variable] = str(REPO / "config" / "fastdds_shm.xml")
 os.environ.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
 sys.path.insert(0, str(REPO / "test" / "helpers"))

@@ -14,8 +14,10 @@ import yaml
 
 from metaseg_ros.ros.launch_command import (
     EXECUTABLE,
+    LEGACY_DISTROS,
+    LEGACY_PROFILE_VARIABLE,
     NODE_NAME,
-    PROFILE_VARIABLES,
+    PROFILE_VARIABLE,
     LaunchArguments,
     launch_parameters,
     launch_remappings,
@@ -66,7 +68,11 @@ def test_launch_file_matches_launch_command() -> None:
 
     env = {call.args[0].value: launch_configuration(call.args[1], variables)
            for call in calls(tree, "SetEnvironmentVariable")}
-    assert env == dict.fromkeys(PROFILE_VARIABLES, "fastdds_profile")
+    assert env == dict.fromkeys((PROFILE_VARIABLE, LEGACY_PROFILE_VARIABLE), "fastdds_profile")
+    (legacy,) = [call for call in calls(tree, "SetEnvironmentVariable")
+                 if call.args[0].value == LEGACY_PROFILE_VARIABLE]
+    condition = ast.unparse(keyword(legacy, "condition"))
+    assert "ROS_DISTRO" in condition and all(repr(d) in condition for d in LEGACY_DISTROS)
 
     (node,) = calls(tree, "Node")
     assert keyword(node, "package").value == "metaseg_ros"
@@ -98,7 +104,9 @@ def test_command_line_is_what_launch_ros_builds(tmp_path: Path) -> None:
     assert written == {"/robot1/metaseg_node": {"ros__parameters": {
         "use_sim_time": True, "backend": "onnxruntime"}}}
     env = node_environment(args, base={"PATH": "/bin"})
-    assert env == {"PATH": "/bin", "FASTDDS_DEFAULT_PROFILES_FILE": "/p/shm.xml",
+    assert env == {"PATH": "/bin", "FASTDDS_DEFAULT_PROFILES_FILE": "/p/shm.xml"}
+    env = node_environment(args, base={"ROS_DISTRO": "jazzy"})
+    assert env == {"ROS_DISTRO": "jazzy", "FASTDDS_DEFAULT_PROFILES_FILE": "/p/shm.xml",
                    "FASTRTPS_DEFAULT_PROFILES_FILE": "/p/shm.xml"}
     root = node_command(LaunchArguments(namespace=""), "x", tmp_path)
     assert "__ns:=/" in root

@@ -24,7 +24,7 @@ from PIL import Image as PILImage
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_probe import Probe
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
@@ -36,6 +36,10 @@ STARTUP_TIMEOUT = 240.0  # importing torch and building the model on 2 loaded co
 FRAME_TIMEOUT = 120.0
 SENSOR_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 RELIABLE_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+# Thresholds at zero and immediate track birth, so that even a randomly initialised model
+# (no trained weights shipped yet) publishes instances in every frame.
+EVERYTHING_PASSES = {"score_threshold": 0.0, "tracker.birth_score": 0.0,
+                     "tracker.min_score": 0.0, "tracker.confirm_hits": 1}
 
 
 def start_node(tmp_path_factory, name: str, overrides: dict, **launch_args: str) -> NodeProcess:
@@ -53,9 +57,7 @@ def probe(rclpy_context):
 
 @pytest.fixture(scope="module")
 def model_node(tmp_path_factory, probe):
-    # score_threshold 0 so that even a randomly initialised model yields instances
-    node = start_node(tmp_path_factory, "model_node",
-                      {"score_threshold": 0.0, "max_instances": 5},
+    node = start_node(tmp_path_factory, "model_node", EVERYTHING_PASSES | {"max_instances": 5},
                       image="/cam/front", namespace="robot1")
     yield node
     assert node.stop() == 0, "\n".join(node.output)
@@ -64,7 +66,7 @@ def model_node(tmp_path_factory, probe):
 @pytest.fixture(scope="module")
 def compressed_node(tmp_path_factory, probe):
     node = start_node(tmp_path_factory, "compressed_node",
-                      {"score_threshold": 0.0, "max_instances": 3, "input_type": "compressed"},
+                      EVERYTHING_PASSES | {"max_instances": 3, "input_type": "compressed"},
                       image="/cam/compressed_test", namespace="robot2")
     yield node
     assert node.stop() == 0, "\n".join(node.output)
@@ -153,19 +155,20 @@ def test_compressed_input_and_corrupted_jpeg(compressed_node, probe):
     good = _jpeg_or_png(rgb, "JPEG")
     frames = [("jpeg", good, 7001), ("png", _jpeg_or_png(rgb, "PNG"), 7002),
               ("jpeg", good[: len(good) // 2] + b"\x00" * 50, 7003), ("jpeg", good, 7004)]
-    for fmt, data, stamp in frames:
+    for fmt, data, stamp in frames:  # one at a time, so that keep-latest drops none
         msg = CompressedImage(format=fmt, data=data)
         msg.header.stamp.sec = stamp
         publisher.publish(msg)
-        time.sleep(1.0)  # one at a time: keep-latest must not drop any of them
-    probe.wait_for(lambda: {m.header.stamp.sec for m in probe.messages(topic)} >= {7001, 7002,
-                                                                                  7004},
-                   FRAME_TIMEOUT, "outputs for the good compressed frames")
+        if stamp == 7003:
+            compressed_node.wait_for_output("dropped frame (stamp 7003", FRAME_TIMEOUT)
+        else:
+            probe.wait_for(lambda stamp=stamp: any(m.header.stamp.sec == stamp
+                                                   for m in probe.messages(topic)),
+                           FRAME_TIMEOUT, f"output for compressed frame {stamp}")
     stamps = {m.header.stamp.sec for m in probe.messages(topic)}
     assert 7003 not in stamps
     for msg in probe.messages(topic):
         assert (msg.height, msg.width) == (72, 100)
-    compressed_node.wait_for_output("7003", 10)
     errors = [line for line in compressed_node.output if "dropped frame" in line]
     assert len(errors) == 1 and "cannot decode" in errors[0], errors
     probe.wait_for(lambda: _diagnostic(probe, "robot2", "dropped_invalid_input") == "1", 10,
@@ -267,12 +270,14 @@ def test_keep_latest_drops_old_frames_and_processes_the_newest(model_node, probe
 
 
 def test_qos_of_topics_as_configured(model_node, color_node, probe):
+    """Reliability and durability as configured (history depth is not sent in discovery)."""
     node = probe.node
     probe.wait_for(lambda: node.get_subscriptions_info_by_topic("/cam/colors"), 30, "subs")
     default_sub = node.get_subscriptions_info_by_topic("/cam/front")[0].qos_profile
-    assert default_sub.reliability == ReliabilityPolicy.BEST_EFFORT and default_sub.depth == 1
+    assert default_sub.reliability == ReliabilityPolicy.BEST_EFFORT
+    assert default_sub.durability == DurabilityPolicy.VOLATILE
     reliable_sub = node.get_subscriptions_info_by_topic("/cam/colors")[0].qos_profile
-    assert reliable_sub.reliability == ReliabilityPolicy.RELIABLE and reliable_sub.depth == 10
+    assert reliable_sub.reliability == ReliabilityPolicy.RELIABLE
     for topic in ("/robot1/instances", "/robot1/instance_labels", "/robot1/overlay"):
         publishers = node.get_publishers_info_by_topic(topic)
         assert len(publishers) == 1, topic
@@ -344,19 +349,35 @@ def test_track_ids_persist_and_reset_clears_tracks(color_node, probe):
     assert after and min(after) > max(before_reset), (after, before_reset)
 
 
-def test_parameters_are_validated_at_run_time(color_node, probe):
-    ok, reason = _set_parameter(probe, "/robot3/metaseg_node", "score_threshold", 1.5)
+def test_parameters_are_validated_and_applied_at_run_time(model_node, color_node, probe):
+    node = "/robot1/metaseg_node"
+    ok, reason = _set_parameter(probe, node, "score_threshold", 1.5)
     assert not ok and "range" in reason.lower(), reason
-    ok, reason = _set_parameter(probe, "/robot3/metaseg_node", "backend", "tensorrt")
+    ok, reason = _set_parameter(probe, node, "backend", "tensorrt")
     assert not ok and "read-only" in reason.lower(), reason
-    ok, reason = _set_parameter(probe, "/robot3/metaseg_node", "max_instances", 3)
+    ok, reason = _set_parameter(probe, node, "max_instances", 1)
     assert ok, reason
+    probe.record(InstanceMaskArray, "/robot1/instances", RELIABLE_QOS)
+    publisher = probe.node.create_publisher(Image, "/cam/front", RELIABLE_QOS)
+    probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's subscription")
+    rgb = np.random.default_rng(9).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    out = _publish_until(probe, publisher, raw_image(rgb, "rgb8", 6800), "/robot1/instances",
+                         6800)
+    assert len(out.instances) == 1
+    assert _set_parameter(probe, node, "max_instances", 5)[0]
+    # A plugin segmenter without adjustable post-processing refuses clearly.
+    ok, reason = _set_parameter(probe, "/robot3/metaseg_node", "max_instances", 3)
+    assert not ok and "no adjustable post-processing" in reason, reason
 
 
 def test_invalid_parameters_stop_the_node_with_a_clear_message(tmp_path: Path, rclpy_context):
-    for overrides, expected in [({"score_threshold": 1.5}, "score_threshold"),
-                                ({"backend": "magic"}, "backend='magic' is not one of")]:
-        node = NodeProcess(tmp_path, overrides)
+    # From the params file, and from a launch argument (which overrides the params file).
+    for overrides, launch_args, expected in [
+            ({"score_threshold": 1.5}, {}, "score_threshold out of range"),
+            ({}, {"backend": "magic"}, "backend='magic' is not one of"),
+            ({"tracker.birth_score": 0.1, "tracker.min_score": 0.4}, {},
+             "birth_score (0.1) must be >= min_score (0.4)")]:
+        node = NodeProcess(tmp_path, overrides, **launch_args)
         try:
             code = node.process.wait(timeout=STARTUP_TIMEOUT)
         finally:

@@ -22,7 +22,11 @@ import yaml
 
 NODE_NAME = "metaseg_node"
 EXECUTABLE = "metaseg_node"
-PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
+# Fast DDS 2.x (up to Jazzy) reads the older name; Kilted's Fast DDS 3 warns that it is
+# deprecated, so it is only set for these distributions.
+LEGACY_PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
+LEGACY_DISTROS = ("humble", "iron", "jazzy")
 
 
 def package_share() -> Path:
@@ -75,9 +79,16 @@ def node_command(args: LaunchArguments, executable: str, work_dir: Path) -> list
     return argv
 
 
+def profile_variables(distro: str) -> tuple[str, ...]:
+    """Environment variables that name the Fast DDS profile file on ROS 2 `distro`."""
+    if distro in LEGACY_DISTROS:
+        return (PROFILE_VARIABLE, LEGACY_PROFILE_VARIABLE)
+    return (PROFILE_VARIABLE,)
+
+
 def node_environment(args: LaunchArguments, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment the launch file gives the node (Fast DDS profile variables set)."""
     env = dict(os.environ if base is None else base)
-    for variable in PROFILE_VARIABLES:
+    for variable in profile_variables(env.get("ROS_DISTRO", "")):
         env[variable] = args.fastdds_profile
     return env

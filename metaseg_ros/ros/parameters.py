@@ -7,7 +7,10 @@ start-up (values from the params file) and on later `ros2 param set`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ast
+import inspect
+import itertools
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from rcl_interfaces.msg import (
@@ -18,6 +21,8 @@ from rcl_interfaces.msg import (
 )
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+
+from metaseg_ros.tracking.config import EMBEDDING_MATCH_MODES, TrackerConfig
 
 
 @dataclass(frozen=True)
@@ -88,9 +93,6 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               minimum=1, maximum=200, read_only=False),
     ParamSpec("resolve_overlaps", True, "Give each pixel to at most one instance (the most "
               "confident)", read_only=False),
-    # Tracking
-    ParamSpec("tracker.max_lost", 30, "Frames a track survives unseen before deletion "
-              "(re-identified if it reappears within them)", minimum=0, maximum=10000),
     # Outputs
     ParamSpec("output_reliability", "reliable", "QoS reliability of the published topics",
               choices=("best_effort", "reliable")),
@@ -102,6 +104,41 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               minimum=0.1, maximum=60.0),
 )
 
+
+def _attribute_docstrings(cls: type) -> dict[str, str]:
+    """The docstrings written under the fields of a dataclass, by field name."""
+    body = ast.parse(inspect.getsource(cls)).body[0].body
+    docs = {}
+    for statement, following in itertools.pairwise(body):
+        if (isinstance(statement, ast.AnnAssign) and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)):
+            docs[statement.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+# Ranges of the tracker's integer fields; its float fields are fractions in [0, 1].
+_TRACKER_INT_RANGES = {"max_lost": (0, 100_000), "confirm_hits": (1, 1000),
+                       "embedding_bank_size": (1, 1000)}
+
+
+def _tracker_parameters() -> tuple[ParamSpec, ...]:
+    """One `tracker.<field>` parameter per TrackerConfig field (its doc, default, range)."""
+    docs = _attribute_docstrings(TrackerConfig)
+    specs = []
+    for spec in fields(TrackerConfig):
+        default = spec.default if spec.default is not MISSING else spec.default_factory()
+        name, description = f"tracker.{spec.name}", docs.get(spec.name, spec.name)
+        if isinstance(default, str):
+            specs.append(ParamSpec(name, default, description, choices=EMBEDDING_MATCH_MODES))
+        elif isinstance(default, int):
+            low, high = _TRACKER_INT_RANGES[spec.name]
+            specs.append(ParamSpec(name, default, description, minimum=low, maximum=high))
+        else:
+            specs.append(ParamSpec(name, float(default), description, minimum=0.0, maximum=1.0))
+    return tuple(specs)
+
+
+PARAMETERS = PARAMETERS + _tracker_parameters()
 _BY_NAME = {spec.name: spec for spec in PARAMETERS}
 
 
