@@ -28,11 +28,16 @@ setup(
         "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
         "convert": ["transformers>=4.40"],
         "eval": ["pycocotools>=2.0.7", "motmetrics>=1.4", "rosbags>=0.10"],
-        "train": ["tensorboard>=2.14", "tqdm>=4.60", "imgviz>=1.7"],
+        "train": ["tensorboard>=2.14", "tqdm>=4.60", "imgviz>=1.7", "scikit-image>=0.22",
+                  "pycocotools>=2.0.7", "motmetrics>=1.4"],
     },
     entry_points={
         "console_scripts": [
             "metaseg_node = metaseg_ros.ros.node:main",
+            "metaseg-demo = metaseg_ros.cli.demo:main",
+            "metaseg-convert = metaseg_ros.cli.convert:main",
+            "metaseg-train = metaseg_ros.cli.train:main",
+            "metaseg-make-synthetic = metaseg_ros.cli.make_synthetic:main",
         ],
     },
 )
