@@ -1,5 +1,6 @@
 """MetaSegmenter network: backbones, pixel decoder, transformer decoder, memory."""
 
+from metaseg_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from metaseg_ros.model.config import (
     CONFIG_NAMES,
     BackboneConfig,
@@ -19,6 +20,7 @@ from metaseg_ros.model.pretrained import create_model
 __all__ = [
     "CONFIG_NAMES",
     "BackboneConfig",
+    "CheckpointError",
     "DecoderConfig",
     "MemoryConfig",
     "MemoryState",
@@ -31,7 +33,9 @@ __all__ = [
     "create_model",
     "empty_memory",
     "get_config",
+    "load_checkpoint",
     "replace_config",
     "reset_memory",
+    "save_checkpoint",
     "write_frame",
 ]
