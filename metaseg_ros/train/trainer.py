@@ -430,6 +430,11 @@ class Trainer:
                 elapsed = time.perf_counter() - started
                 self._writer.add_scalar("train/seconds_per_step", elapsed / len(results),
                                         result.step)
+                if progress is None:  # plain log lines for unattended runs
+                    terms = " ".join(f"{k}={v:.3f}" for k, v in result.losses.items())
+                    print(f"step {result.step}/{end} lr={result.lr:.2e} "
+                          f"grad_norm={result.grad_norm:.3f} "
+                          f"s/step={elapsed / len(results):.2f} {terms}", flush=True)
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{result.losses['total']:.3f}",
