@@ -90,34 +90,49 @@ class MetaSegSegmenter:
     @classmethod
     def from_settings(cls, settings: PipelineSettings,
                       log: Callable[[str], None] = print) -> MetaSegSegmenter:
-        """Load the configured checkpoint (or the shipped one) on the configured backend."""
-        from metaseg_ros.inference.backends import create_runner
+        """Load the configured checkpoint (or the shipped one) on the configured backend.
+
+        A checkpoint path ending in .onnx, .pt2 or .ep is a ready-made export (metaseg-export)
+        and runs as it is on the matching backend (onnxruntime, exported, tensorrt).
+        """
+        from metaseg_ros.inference.backends import (
+            RunnerOptions,
+            create_runner,
+            is_artifact_path,
+            runner_from_artifact,
+        )
         from metaseg_ros.model.checkpoint import load_checkpoint
         from metaseg_ros.model.config import get_config
         from metaseg_ros.model.metasegmenter import MetaSegmenter
 
         if settings.num_threads > 0:
             torch.set_num_threads(settings.num_threads)
+        options = RunnerOptions(num_threads=settings.num_threads)
         checkpoint = Path(settings.checkpoint) if settings.checkpoint else \
             shipped_checkpoint(settings.model_config)
-        if checkpoint is not None:
-            model = load_checkpoint(checkpoint)
-            source = f"checkpoint {checkpoint}"
+        random_weights = checkpoint is None
+        if checkpoint is not None and is_artifact_path(checkpoint):
+            runner = runner_from_artifact(checkpoint, settings.backend, settings.device, options)
+            source = f"export {checkpoint}"
         else:
-            torch.manual_seed(0)
-            model = MetaSegmenter(get_config(settings.model_config))
-            source = "random weights"
-        model.eval()
-        runner = create_runner(model, settings.backend, settings.device,
-                               cache_key=str(checkpoint or f"random-{settings.model_config}"),
-                               log=log)
+            if checkpoint is not None:
+                model = load_checkpoint(checkpoint)
+                source = f"checkpoint {checkpoint}"
+            else:
+                torch.manual_seed(0)
+                model = MetaSegmenter(get_config(settings.model_config))
+                source = "random weights"
+            model.eval()
+            runner = create_runner(model, settings.backend, settings.device,
+                                   cache_key=str(checkpoint or f"random-{settings.model_config}"),
+                                   log=log, options=options)
+        config = runner.config
         postprocess = PostprocessSettings(
             score_threshold=settings.score_threshold, mask_threshold=settings.mask_threshold,
             max_instances=settings.max_instances, resolve_overlaps=settings.resolve_overlaps)
-        description = (f"MetaSegmenter {model.config.name} ({source}) on {settings.backend}/"
-                       f"{settings.device}, input {model.config.image_size[1]}x"
-                       f"{model.config.image_size[0]}, memory of {model.config.memory_frames} "
-                       "frames")
+        description = (f"MetaSegmenter {config.name} ({source}) on {settings.backend}/"
+                       f"{settings.device}, input {config.image_size[1]}x"
+                       f"{config.image_size[0]}, memory of {config.memory_frames} frames")
         log(description)
-        return cls(runner, postprocess, random_weights=checkpoint is None,
+        return cls(runner, postprocess, random_weights=random_weights,
                    description=description)

