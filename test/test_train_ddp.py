@@ -66,11 +66,18 @@ def test_two_gloo_processes_give_the_gradients_of_one_process_with_the_global_ba
     mp.spawn(_worker, args=(2, _free_port(), str(ddp_dir), 1), nprocs=2, join=True)
     ranks = [torch.load(ddp_dir / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert set(ranks[0]["grads"]) == set(expected)
-    assert len(expected) == sum(1 for _ in single.model.parameters())
+    # Every parameter gets a gradient except the input projection of the third feature
+    # level: with 2 decoder layers (levels 0 and 1), Mask2Former never reads level 2.
+    unreached = {name for name, _ in single.model.named_parameters()} - set(expected)
+    assert unreached == {"transformer_decoder.input_proj.2.weight",
+                         "transformer_decoder.input_proj.2.bias"}
     for name, grad in expected.items():
         assert torch.equal(ranks[0]["grads"][name], ranks[1]["grads"][name]), name
-        # float sums in another order: per tensor, relative to its norm (+ a floor for
-        # gradients that are zero in exact arithmetic, e.g. attention key biases)
+        # float32 sums in another order (batch of 1 per process vs 2 in one process take
+        # other convolution kernels), amplified down to the backbone stem (3.3e-4 measured
+        # there): per tensor, relative to its norm, plus a floor for gradients that are zero
+        # in exact arithmetic (e.g. attention key biases). A missing average (2x) or a
+        # missing all-reduce (half the batch) is far outside this.
         error = (ranks[0]["grads"][name] - grad).norm()
-        assert error <= 1e-4 * grad.norm() + 1e-6, (name, float(error), float(grad.norm()))
+        assert error <= 1e-3 * grad.norm() + 1e-6, (name, float(error), float(grad.norm()))
     assert any(g.abs().sum() > 0 for g in expected.values())

@@ -43,6 +43,7 @@ from metaseg_ros.model.checkpoint import (
 )
 from metaseg_ros.model.config import MetaSegConfig, get_config
 from metaseg_ros.model.metasegmenter import MetaSegmenter
+from metaseg_ros.model.transformer_decoder import NUM_LEVELS
 from metaseg_ros.train.config import DataConfig, OptimConfig, TrainConfig, train_config_to_dict
 from metaseg_ros.train.distributed import DistributedContext, StepSampler, setup_distributed
 from metaseg_ros.train.losses import FramePrediction, LossTerms, VideoSetCriterion
@@ -248,9 +249,11 @@ class Trainer:
         self.unroller = ClipUnroller(self.model, config.detach_memory)
         if self.context.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            # One-frame clips leave the memory path without gradients: let DDP look for
-            # unused parameters then.
-            find_unused = config.find_unused_parameters or config.data.min_clip_frames < 2
+            # One-frame clips leave the memory path without gradients, and with fewer decoder
+            # layers than feature levels the last levels' input projections are never read:
+            # let DDP look for unused parameters then (else it would not average their buckets).
+            find_unused = (config.find_unused_parameters or config.data.min_clip_frames < 2
+                           or self.model.config.num_decoder_layers < NUM_LEVELS)
             self.wrapped: nn.Module = DistributedDataParallel(
                 self.unroller, device_ids=device_ids, find_unused_parameters=find_unused)
         else:
