@@ -187,6 +187,29 @@ def test_overlaps_resolved_each_pixel_to_the_most_confident_instance():
     np.testing.assert_array_equal(owner[contested], winner[contested])
 
 
+def test_overlaps_resolved_with_a_zero_score_instance():
+    """A class probability that underflows to 0 gives score 0: with threshold 0 the instance
+    is kept, and a pixel it shares still goes to an instance holding it."""
+    class_logits = torch.full((2, CLASSES + 1), -200.0)
+    class_logits[:, -1] = 0.0
+    class_logits[1, 0] = 3.0
+    mask_logits = torch.full((2, INPUT // 4, INPUT // 4), -6.0)
+    mask_logits[0, 10:60, 10:60] = 6.0
+    mask_logits[1, 40:90, 40:90] = 6.0
+    embeddings = torch.zeros(2, 4)
+    box = Letterbox.fit(INPUT, INPUT, (INPUT, INPUT))
+    frame = select_instances(class_logits, mask_logits, embeddings, box, PostprocessSettings(
+        score_threshold=0.0, max_instances=2, resolve_overlaps=True))
+    scores = {d.query_index: d.score for d in frame.detections}
+    assert scores[0] == 0.0 and scores[1] > 0.5
+    union = np.zeros((INPUT, INPUT), dtype=int)
+    for detection in frame.detections:
+        union += detection.mask
+    upsampled = torch.nn.functional.interpolate(mask_logits[:, None], size=(INPUT, INPUT),
+                                                mode="bilinear", align_corners=False)[:, 0]
+    np.testing.assert_array_equal(union, (upsampled > 0).any(0).numpy())
+
+
 def test_nothing_above_the_threshold_gives_an_empty_frame():
     generator = torch.Generator().manual_seed(7)
     class_logits = torch.zeros(QUERIES, CLASSES + 1)

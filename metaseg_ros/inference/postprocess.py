@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from metaseg_ros.inference.preprocess import Letterbox, masks_to_frame
 from metaseg_ros.results import Detection, FrameDetections
@@ -51,22 +52,15 @@ def select_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor,
     candidates = torch.argsort(class_score, descending=True)
     candidates = candidates[class_score[candidates] >= settings.score_threshold]
     candidates = candidates[: settings.max_instances * CANDIDATES_PER_INSTANCE]
+    scored = _score_candidates(candidates, class_score, mask_logits, box, settings)
 
-    logits = masks_to_frame(mask_logits[candidates].float(), box)
-    mask_probability = logits.sigmoid()
-    masks = logits > math.log(settings.mask_threshold / (1.0 - settings.mask_threshold))
-    area = masks.flatten(1).sum(dim=1)
-    mask_score = (mask_probability * masks).flatten(1).sum(dim=1) / (area + 1e-6)
-    score = class_score[candidates] * mask_score
-
-    keep = torch.argsort(score, descending=True)
-    keep = keep[(score[keep] >= settings.score_threshold) & (area[keep] > 0)]
+    keep = torch.argsort(scored.score, descending=True)
+    keep = keep[(scored.score[keep] >= settings.score_threshold) & (scored.area[keep] > 0)]
     keep = keep[: settings.max_instances]
-    masks, mask_probability = masks[keep], mask_probability[keep]
+    masks = scored.rows(scored.masks, keep)
     if settings.resolve_overlaps and len(keep) > 1:
-        claim = torch.where(masks, mask_probability * score[keep, None, None], -1.0)
-        owner = claim.argmax(dim=0)
-        masks = masks & (owner[None] == torch.arange(len(keep))[:, None, None])
+        masks = _resolve_overlaps(masks, scored.rows(scored.inside_probability, keep),
+                                  scored.score[keep])
 
     queries = candidates[keep]
     detections = []
@@ -75,7 +69,92 @@ def select_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor,
         if not mask.any():
             continue
         detections.append(Detection(
-            class_id=int(class_id[query]), score=float(score[keep[index]]), mask=mask,
+            class_id=int(class_id[query]), score=float(scored.score[keep[index]]), mask=mask,
             embedding=query_embeddings[query].float().numpy().copy(),
             class_probs=probabilities[query].numpy().copy(), query_index=int(query)))
     return FrameDetections(height=box.height, width=box.width, detections=tuple(detections))
+
+
+@dataclass(frozen=True)
+class _ScoredCandidates:
+    """Candidates evaluated on the frame, in chunks of `chunk_size` (not concatenated: only
+    the kept rows are ever copied).
+
+    masks: binary masks; inside_probability: mask probability inside the mask, exactly 0
+    outside; area (int32) and score per evaluated candidate, in candidate order.
+    """
+
+    chunk_size: int
+    masks: list[torch.Tensor]
+    inside_probability: list[torch.Tensor]
+    area: torch.Tensor
+    score: torch.Tensor
+
+    def rows(self, chunks: list[torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
+        """The rows `indices` (into the evaluated candidates) of chunked tensors, stacked."""
+        if len(chunks) == 1:
+            return chunks[0][indices]
+        return torch.stack([chunks[i // self.chunk_size][i % self.chunk_size]
+                            for i in indices.tolist()])
+
+
+def _score_candidates(candidates: torch.Tensor, class_score: torch.Tensor,
+                      mask_logits: torch.Tensor, box: Letterbox, settings: PostprocessSettings
+                      ) -> _ScoredCandidates:
+    """Masks and scores of the candidates (best class score first) on the frame.
+
+    Score = class score x mean mask probability inside the binary mask, a mean in [0, 1]: once
+    max_instances evaluated candidates score above the next candidate's class score, neither
+    it nor any later one can be selected, and they are not upsampled (same result, less work).
+    """
+    logit_threshold = math.log(settings.mask_threshold / (1.0 - settings.mask_threshold))
+    chunk_size = settings.max_instances
+    masks, inside, areas, scores = [], [], [], []
+    best = torch.zeros(0)
+    evaluated = 0
+    while evaluated < len(candidates):
+        if len(best) >= settings.max_instances \
+                and class_score[candidates[evaluated]] < best[settings.max_instances - 1]:
+            break
+        chunk = candidates[evaluated: evaluated + chunk_size]
+        evaluated += len(chunk)
+        logits = masks_to_frame(mask_logits[chunk].float(), box)
+        chunk_masks = logits > logit_threshold
+        area = chunk_masks.view(torch.uint8).flatten(1).sum(dim=1, dtype=torch.int32)
+        # sigmoid(-inf) = 0: the probability inside the mask (same comparison), 0 outside.
+        probability = F.threshold_(logits, logit_threshold, -math.inf).sigmoid_()
+        score = class_score[chunk] * (probability.flatten(1).sum(dim=1) / (area + 1e-6))
+        masks.append(chunk_masks)
+        inside.append(probability)
+        areas.append(area)
+        scores.append(score)
+        valid = score[(score >= settings.score_threshold) & (area > 0)]
+        best = torch.cat([best, valid]).sort(descending=True).values
+    if not masks:
+        masks = [torch.zeros((0, box.height, box.width), dtype=torch.bool)]
+        inside = [torch.zeros((0, box.height, box.width))]
+        areas, scores = [torch.zeros(0, dtype=torch.int32)], [torch.zeros(0)]
+    return _ScoredCandidates(chunk_size, masks, inside, torch.cat(areas), torch.cat(scores))
+
+
+def _resolve_overlaps(masks: torch.Tensor, inside_probability: torch.Tensor,
+                      score: torch.Tensor) -> torch.Tensor:
+    """Each pixel to the instance with the highest score x pixel probability (the first one on
+    ties, as an argmax over instances would).
+
+    Claims are 0 outside an instance's mask and positive inside it (probability above the
+    mask threshold, score > 0; -1 outside when a score is 0), so a pixel always goes to an
+    instance whose mask holds it.
+    A running maximum over instances does less work than an argmax across them.
+    """
+    claims = inside_probability * score[:, None, None]
+    if not bool((score > 0).all()):  # a zero score (class probability underflow) claims 0
+        claims = torch.where(masks, claims, -1.0)
+    best = claims[0].clone()
+    owner = torch.zeros_like(best)
+    for index in range(1, len(claims)):
+        better = (claims[index] > best).float()
+        torch.maximum(best, claims[index], out=best)
+        owner.mul_(1.0 - better).add_(better * index)
+    instance = torch.arange(len(claims), dtype=owner.dtype)[:, None, None]
+    return masks & (owner[None] == instance)
