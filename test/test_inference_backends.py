@@ -328,6 +328,12 @@ def test_eager_grid_sample_equals_the_export_sampling(model):
     for result in results:
         assert max(result.relative_errors.values()) <= 1e-5
         assert result.mask_iou >= 0.999
+    # The runner used grid_sample and left the model's own setting alone.
+    with torch.profiler.profile() as profile:
+        eager(frames[0], eager.initial_memory())
+    assert "aten::grid_sampler_2d" in {event.key for event in profile.key_averages()}
+    modes = {m.sampling for m in eager.model.modules() if hasattr(m, "sampling")}
+    assert modes == {"gather"}
 
 
 def test_unknown_backend_and_unavailable_devices(model, tmp_path):

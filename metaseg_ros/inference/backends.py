@@ -40,7 +40,7 @@ from metaseg_ros.inference.export import (
 from metaseg_ros.inference.segmenter import ModelRunner
 from metaseg_ros.model.config import MetaSegConfig
 from metaseg_ros.model.export import INPUT_NAMES, OUTPUT_NAMES, example_inputs, export_program
-from metaseg_ros.model.layers import SAMPLING_MODES, set_deformable_sampling
+from metaseg_ros.model.layers import SAMPLING_MODES, MultiScaleDeformableAttention
 from metaseg_ros.model.memory import MemoryState, empty_memory
 from metaseg_ros.model.metasegmenter import MetaSegmenter, SegmenterOutput
 
@@ -64,10 +64,14 @@ class RunnerOptions:
         set by the caller (torch.set_num_threads).
     cache_dir: where exported artifacts are cached (None = $METASEG_CACHE_DIR or
         ~/.cache/metaseg_ros).
+    spin_wait: let ONNX Runtime's threads busy-wait for work between operators; off by
+        default, as they would compete for the cores with pre- and post-processing (and
+        everything else on a robot) after each step.
     """
 
     num_threads: int = 0
     cache_dir: Path | None = None
+    spin_wait: bool = False
 
     def __post_init__(self) -> None:
         if self.num_threads < 0:
@@ -85,9 +89,10 @@ def _check_device(backend: str, device: str) -> None:
 class EagerRunner:
     """Plain PyTorch on a device, under inference_mode.
 
-    sampling: deformable-attention sampling; "grid_sample" (default) computes the same numbers
-        as the export-friendly "gather" (tested) and is faster in eager mode. Set on the model
-        given (it is the runner's from then on).
+    sampling: deformable-attention sampling during this runner's calls; "grid_sample" (default)
+        computes the same numbers as the export-friendly "gather" (tested) and is faster in
+        eager mode. The model's own setting is restored after each call, so a model shared
+        with training (evaluation during training) is left as it was.
     """
 
     def __init__(self, model: MetaSegmenter, device: str = "cpu",
@@ -97,7 +102,9 @@ class EagerRunner:
             raise ValueError(f"sampling {sampling!r} not in {SAMPLING_MODES}")
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
-        set_deformable_sampling(self.model, sampling)
+        self.sampling = sampling
+        self._deformable = [m for m in self.model.modules()
+                            if isinstance(m, MultiScaleDeformableAttention)]
         self.config: MetaSegConfig = model.config
 
     def initial_memory(self) -> MemoryState:
@@ -107,7 +114,14 @@ class EagerRunner:
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, memory: MemoryState) -> SegmenterOutput:
         """One step on the device; outputs stay on the device (memory is fed back there)."""
-        return self.model(images.to(self.device, non_blocking=True), memory)
+        previous = [module.sampling for module in self._deformable]
+        for module in self._deformable:
+            module.sampling = self.sampling
+        try:
+            return self.model(images.to(self.device, non_blocking=True), memory)
+        finally:
+            for module, mode in zip(self._deformable, previous, strict=True):
+                module.sampling = mode
 
 
 def _initial_memory(config: MetaSegConfig, device: torch.device | str,
@@ -150,7 +164,8 @@ class OnnxRuntimeRunner:
     (torch.from_numpy / Tensor.numpy), so the memory ring is fed back without copies.
     """
 
-    def __init__(self, path: str | Path, device: str = "cpu", num_threads: int = 0) -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", num_threads: int = 0,
+                 spin_wait: bool = False) -> None:
         ort = import_onnxruntime(device)
         self.path = Path(path)
         if not self.path.is_file():
@@ -161,9 +176,10 @@ class OnnxRuntimeRunner:
         options.inter_op_num_threads = 1
         if num_threads > 0:
             options.intra_op_num_threads = num_threads
-        # Pre- and post-processing run in torch right after each step: ONNX Runtime's pool
-        # must not keep spinning on the same cores meanwhile.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Pre- and post-processing run in torch right after each step: by default ONNX
+        # Runtime's pool must not keep spinning on the same cores meanwhile.
+        options.add_session_config_entry("session.intra_op.allow_spinning",
+                                         "1" if spin_wait else "0")
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
             providers.insert(0, "CUDAExecutionProvider")
@@ -375,7 +391,7 @@ def create_runner(model: MetaSegmenter, backend: str, device: str, cache_key: st
         import_onnxruntime(device)  # fail before a long export
         artifact = ensure_artifact(model, ExportSettings("onnx"), cache_key, options.cache_dir,
                                    log)
-        return OnnxRuntimeRunner(artifact.path, device, options.num_threads)
+        return OnnxRuntimeRunner(artifact.path, device, options.num_threads, options.spin_wait)
     if backend == "exported":
         _check_device(backend, device)
         artifact = ensure_artifact(model, ExportSettings("pt2", device=device), cache_key,
@@ -410,7 +426,7 @@ def runner_from_artifact(path: str | Path, backend: str, device: str,
     if backend != needed:
         raise ValueError(f"{path} runs on backend '{needed}', not '{backend}'")
     if backend == "onnxruntime":
-        return OnnxRuntimeRunner(path, device, options.num_threads)
+        return OnnxRuntimeRunner(path, device, options.num_threads, options.spin_wait)
     if backend == "exported":
         return ExportedProgramRunner(path, device)
     return TensorRTRunner(path, import_torch_tensorrt(device))

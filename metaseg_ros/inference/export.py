@@ -23,7 +23,7 @@ import io
 import json
 import os
 import re
-import tempfile
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -210,17 +210,18 @@ def export_copy(model: MetaSegmenter, settings: ExportSettings) -> MetaSegmenter
 @contextmanager
 def atomic_destination(path: Path) -> Iterator[Path]:
     """A temporary path beside `path`, moved onto it when the block succeeds (so readers
-    never see a half-written artifact, and concurrent writers leave one whole file)."""
+    never see a half-written artifact, and concurrent writers leave one whole file).
+
+    The writer creates the temporary file itself, with the usual permissions (umask).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix,
-                                         dir=path.parent)
-    os.close(handle)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}"
+                               f"{path.suffix}")
     try:
-        yield Path(temporary)
+        yield temporary
         os.replace(temporary, path)
     finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        temporary.unlink(missing_ok=True)
 
 
 def write_onnx_artifact(model: MetaSegmenter, path: str | Path,
