@@ -308,3 +308,29 @@ def test_missing_class_probs_fall_back_to_class_id() -> None:
     tracker = make(confirm_hits=1)
     bare = dataclasses.replace(det(30, 30, 0), class_id=5, class_probs=np.zeros(0, np.float32))
     assert tracker.update(frame(bare))[0].class_id == 5
+
+
+def test_query_slot_continuity_decides_between_equally_similar_tracks() -> None:
+    """Two tracks that look the same and a detection midway between them: with
+    query_slot_weight it goes to the track whose last detection came from its query."""
+    from metaseg_ros.results import Detection, FrameDetections
+    from metaseg_ros.tracking import Tracker, TrackerConfig
+
+    def square(x: int) -> np.ndarray:
+        mask = np.zeros((32, 32), bool)
+        mask[4:12, x:x + 8] = True
+        return mask
+
+    def det(mask: np.ndarray, slot: int) -> Detection:
+        return Detection(class_id=0, score=0.9, mask=mask, embedding=np.ones(4, np.float32),
+                         class_probs=np.array([0.9, 0.1], np.float32), query_index=slot)
+
+    for slot in (3, 7):
+        tracker = Tracker(TrackerConfig(confirm_hits=1, query_slot_weight=0.5, iou_weight=0.0,
+                                        min_similarity=0.3), ("a", "b"))
+        tracker.update(FrameDetections(32, 32, (det(square(4), 3), det(square(20), 7))))
+        track_of_slot = {t.query_index: t.track_id for t in tracker.tracks}
+        (out,) = tracker.update(FrameDetections(32, 32, (det(square(12), slot),)))
+        assert out.track_id == track_of_slot[slot]
+    with pytest.raises(ValueError, match="query_slot_weight"):
+        TrackerConfig(query_slot_weight=1.5)

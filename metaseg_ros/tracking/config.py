@@ -45,6 +45,10 @@ class TrackerConfig:
     """Weight of the mask IoU with the track's last mask."""
     class_weight: float = 0.1
     """Weight of the class-distribution agreement."""
+    query_slot_weight: float = 0.0
+    """Weight of query-slot continuity: 1 when the detection comes from the decoder query
+    that produced the track's last detection (the model's memory lets queries keep their
+    object from frame to frame), else 0."""
     embedding_bank_size: int = 10
     """Embeddings of the last N matched detections kept per track."""
     embedding_match: str = "mean"
@@ -72,7 +76,7 @@ class TrackerConfig:
         self._check_range("confirm_hits", 1, 1000)
         self._check_range("embedding_bank_size", 1, 1000)
         for name in ("birth_score", "min_score", "min_similarity", "duplicate_overlap",
-                     "embedding_weight", "iou_weight", "class_weight"):
+                     "embedding_weight", "iou_weight", "class_weight", "query_slot_weight"):
             self._check_range(name, 0.0, 1.0)
         if not 0.0 < self.class_ema <= 1.0:
             raise ValueError(f"TrackerConfig.class_ema must be in (0, 1], got {self.class_ema}")

@@ -275,10 +275,17 @@ class Tracker:
         iou = pairwise_iou(candidates.summaries, [t.summary for t in tracks])
         track_probs = np.stack([t.class_probs for t in tracks])
         class_sim = _dot_rows(np.sqrt(candidates.class_probs), np.sqrt(track_probs))
-        total_weight = cfg.embedding_weight + cfg.iou_weight + cfg.class_weight
-        return (cfg.embedding_weight * np.clip(embedding_sim, 0.0, 1.0)
-                + cfg.iou_weight * iou
-                + cfg.class_weight * np.clip(class_sim, 0.0, 1.0)) / total_weight
+        total_weight = (cfg.embedding_weight + cfg.iou_weight + cfg.class_weight
+                        + cfg.query_slot_weight)
+        similarity = (cfg.embedding_weight * np.clip(embedding_sim, 0.0, 1.0)
+                      + cfg.iou_weight * iou
+                      + cfg.class_weight * np.clip(class_sim, 0.0, 1.0))
+        if cfg.query_slot_weight > 0.0:
+            slots = np.array([d.query_index for d in candidates.detections])
+            track_slots = np.array([t.query_index for t in tracks])
+            same_slot = (slots[:, None] == track_slots[None, :]) & (track_slots[None, :] >= 0)
+            similarity = similarity + cfg.query_slot_weight * same_slot
+        return similarity / total_weight
 
     def _associate(self, candidates: _Candidates, tracks: list[_Track]
                    ) -> tuple[list[tuple[int, int]], set[int], list[int]]:
