@@ -130,7 +130,7 @@ def _initial_memory(config: MetaSegConfig, device: torch.device | str,
                         config.num_queries, config.hidden_dim, device=device, dtype=dtype)
 
 
-def _memory_shapes(config: MetaSegConfig) -> list[list[int]]:
+def _input_shapes(config: MetaSegConfig) -> list[list[int]]:
     """Shapes of the ONNX inputs, in INPUT_NAMES order, for a batch of one."""
     h_mem, w_mem = config.memory_size
     return [[1, 3, *config.image_size],
@@ -161,7 +161,9 @@ class OnnxRuntimeRunner:
     """An ONNX artifact of the step in an ONNX Runtime session.
 
     Inputs and outputs cross as numpy arrays that share memory with torch tensors
-    (torch.from_numpy / Tensor.numpy), so the memory ring is fed back without copies.
+    (torch.from_numpy / Tensor.numpy), so the memory ring is fed back without copies. With
+    the CUDA execution provider the memory (well under a megabyte for `tiny`) still crosses
+    the host each frame.
     """
 
     def __init__(self, path: str | Path, device: str = "cpu", num_threads: int = 0,
@@ -197,9 +199,9 @@ class OnnxRuntimeRunner:
             raise ArtifactError(f"{self.path}: inputs {names} / outputs {outputs} are not "
                                 f"{list(INPUT_NAMES)} / {list(OUTPUT_NAMES)}")
         shapes = [list(i.shape) for i in inputs]
-        if shapes != _memory_shapes(self.config):
+        if shapes != _input_shapes(self.config):
             raise ArtifactError(f"{self.path}: input shapes {shapes} do not match its config "
-                                f"{_memory_shapes(self.config)}")
+                                f"{_input_shapes(self.config)}")
 
     def initial_memory(self) -> MemoryState:
         """An empty memory ring (CPU tensors over numpy-compatible storage)."""
