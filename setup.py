@@ -36,6 +36,7 @@ setup(
             "metaseg_node = metaseg_ros.ros.node:main",
             "metaseg-demo = metaseg_ros.cli.demo:main",
             "metaseg-convert = metaseg_ros.cli.convert:main",
+            "metaseg-export = metaseg_ros.cli.export:main",
             "metaseg-train = metaseg_ros.cli.train:main",
             "metaseg-make-synthetic = metaseg_ros.cli.make_synthetic:main",
         ],

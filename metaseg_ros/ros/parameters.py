@@ -74,8 +74,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     # Model
     ParamSpec("model_config", "tiny", "MetaSegmenter architecture when no checkpoint is given",
               choices=("tiny", "r50", "swin-t", "swin-s", "swin-b", "swin-l")),
-    ParamSpec("checkpoint", "", "Path of a metaseg checkpoint (.safetensors with its .json); "
-              "'' = the weights shipped with the package, random weights if none"),
+    ParamSpec("checkpoint", "", "Path of a metaseg checkpoint (.safetensors with its .json) "
+              "or of an export made by metaseg-export (.onnx, .pt2, .ep: run on the matching "
+              "backend); '' = the weights shipped with the package, random weights if none"),
     ParamSpec("backend", "eager", "Inference backend", choices=("eager", "onnxruntime",
                                                                  "tensorrt", "exported")),
     ParamSpec("device", "cpu", "Torch device for the eager/exported/tensorrt backends",
