@@ -67,6 +67,11 @@ def build_source(data: DataConfig, class_names: Sequence[str]) -> VideoSource:
 
         return YouTubeVISSource(data.annotation_file, data.image_root, class_names,
                                 data.class_mapping)
+    if data.kind == "bag":
+        from metaseg_ros.data.bag import BagVideoSource
+
+        return BagVideoSource(data.root, data.image_topic, data.gt_topic, class_names,
+                              data.class_mapping)
     from metaseg_ros.data.davis import DavisSource
 
     return DavisSource(data.root, class_names, split=data.split, resolution=data.resolution,
