@@ -405,3 +405,19 @@ def test_training_steps_from_a_bag_directory(tmp_path: Path) -> None:
         assert result.losses["total"] > 0
     with pytest.raises(ValueError, match=r"data\.kind bag needs data\.root"):
         load_train_config(None, ["data.kind=bag"])
+
+
+def test_reading_a_bag_imports_no_rclpy(tmp_path: Path, source) -> None:
+    import subprocess
+
+    root = write_bag(source, tmp_path, storage="mcap")
+    code = ("import sys\n"
+            "from metaseg_ros.data.bag import BagVideoSource\n"
+            f"s = BagVideoSource({str(root)!r}, {DEFAULT_IMAGE_TOPIC!r}, {DEFAULT_GT_TOPIC!r},"
+            " ('person',))\n"
+            "s.load_clip(0, [0, 1])\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('rclpy', 'sensor_msgs', 'std_msgs')))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=120)
+    assert result.stdout.strip() == "[]", result.stdout
