@@ -29,8 +29,11 @@ setup(
         "convert": ["transformers>=4.40"],
         "eval": ["pycocotools>=2.0.7", "motmetrics>=1.4", "rosbags>=0.10"],
         "train": ["tensorboard>=2.14", "tqdm>=4.60", "imgviz>=1.7", "scikit-image>=0.22",
-                  "pycocotools>=2.0.7", "motmetrics>=1.4"],
+                  "pycocotools>=2.0.7", "motmetrics>=1.4", "rosbags>=0.10"],
     },
+    # The message definitions, where bag reading (metaseg_ros/data/bag.py) finds them when
+    # the package is installed without ROS.
+    data_files=[("share/metaseg_ros/msg", ["msg/InstanceMask.msg", "msg/InstanceMaskArray.msg"])],
     entry_points={
         "console_scripts": [
             "metaseg_node = metaseg_ros.ros.node:main",

@@ -1,9 +1,3 @@
-"""Datasets and the synthetic video generator.
-
-- types.py: ClipSample (frames, per-frame instance masks, classes, persistent ids),
-  the VideoSource protocol, ClassMapper (dataset categories -> model classes);
-- synthetic.py: deterministic synthetic videos from real packaged cut-outs/backgrounds;
-- ytvis.py: YouTube-VIS / OVIS JSON (per-frame RLE) reader and writer;
-- davis.py: DAVIS / MOSE indexed-PNG folders reader and writer;
-- clips.py: clip sampling, clip-consistent augmentation, batching for training.
-"""
+"""Datasets: the synthetic video generator (synthetic.py), YouTube-VIS/OVIS JSON (ytvis.py),
+DAVIS/MOSE folders (davis.py), ROS 2 bags with InstanceMaskArray ground truth (bag.py), and
+clip sampling with augmentation (clips.py). Every source yields `ClipSample`s (types.py)."""

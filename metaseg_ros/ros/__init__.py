@@ -1,1 +1,2 @@
-"""ROS 2 layer: node, image/message conversions, QoS and parameters. Imports rclpy."""
+"""ROS 2 layer: node, messages, parameters (import rclpy), and the plain-Python pieces they
+use: image conversions, the keep-latest slot, the launch command line."""

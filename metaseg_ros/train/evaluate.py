@@ -152,7 +152,7 @@ def synthetic_split(num_videos: int, first_video: int, seed: int, num_frames: in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Evaluate a checkpoint on a held-out synthetic split or a YouTube-VIS JSON; print JSON."""
+    """Evaluate a checkpoint on a synthetic split, a YouTube-VIS JSON or bags; print JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="checkpoint path (stem or file)")
     parser.add_argument("--synthetic-videos", type=int, default=40)
@@ -164,7 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--ytvis-json", help="evaluate on a YouTube-VIS JSON instead")
     parser.add_argument("--ytvis-images", help="image root of --ytvis-json")
-    parser.add_argument("--class-mapping", help="class mapping file for --ytvis-json")
+    parser.add_argument("--bag", help="evaluate on a rosbag2 (or a directory of bags) with "
+                        "InstanceMaskArray ground truth instead (metaseg_ros/data/bag.py)")
+    parser.add_argument("--image-topic", default="/camera/image_raw", help="image topic of --bag")
+    parser.add_argument("--gt-topic", default="/ground_truth/instances",
+                        help="ground-truth topic of --bag")
+    parser.add_argument("--class-mapping", help="class mapping file for --ytvis-json or --bag")
     parser.add_argument("--score-threshold", type=float, default=0.5)
     parser.add_argument("--max-videos", type=int)
     parser.add_argument("--device", default="cpu")
@@ -180,6 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         source: VideoSource = YouTubeVISSource(args.ytvis_json, args.ytvis_images,
                                                model.class_names, args.class_mapping)
         split = {"ytvis_json": args.ytvis_json}
+    elif args.bag:
+        from metaseg_ros.data.bag import BagVideoSource
+
+        source = BagVideoSource(args.bag, args.image_topic, args.gt_topic, model.class_names,
+                                args.class_mapping)
+        split = {"bag": args.bag, "image_topic": args.image_topic, "gt_topic": args.gt_topic}
     else:
         source = synthetic_split(args.synthetic_videos, args.synthetic_first_video,
                                  args.synthetic_seed, args.synthetic_frames,
