@@ -421,3 +421,26 @@ def test_reading_a_bag_imports_no_rclpy(tmp_path: Path, source) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=120)
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_evaluate_cli_scores_a_checkpoint_on_bags(tmp_path: Path, source, capsys) -> None:
+    from metaseg_ros.model.checkpoint import save_checkpoint
+    from metaseg_ros.model.config import get_config
+    from metaseg_ros.model.metasegmenter import MetaSegmenter
+    from metaseg_ros.train.evaluate import main as evaluate
+
+    torch.set_num_threads(1)
+    write_bag(source, tmp_path / "bags", storage="mcap")
+    torch.manual_seed(0)
+    model = MetaSegmenter(get_config("tiny", image_size=(64, 64), num_queries=10,
+                                     num_decoder_layers=2))
+    save_checkpoint(model, tmp_path / "model")
+    output = tmp_path / "metrics.json"
+    assert evaluate(["--checkpoint", str(tmp_path / "model"), "--bag", str(tmp_path / "bags"),
+                     "--score-threshold", "0.0", "--output", str(output)]) == 0
+    capsys.readouterr()
+    document = json.loads(output.read_text())
+    assert document["split"]["bag"] == str(tmp_path / "bags")
+    metrics = document["metrics"]
+    assert metrics["num_videos"] == len(source)
+    assert metrics["num_frames"] == sum(source.num_frames(i) for i in range(len(source)))
