@@ -218,6 +218,20 @@ def test_nothing_above_the_threshold_gives_an_empty_frame():
     assert frame.detections == () and (frame.height, frame.width) == (INPUT, INPUT)
 
 
+def test_empty_masks_over_several_chunks_give_an_empty_frame():
+    """Candidates evaluated in more than one chunk, none with a pixel above the mask
+    threshold: nothing is kept (this once crashed stacking zero rows in the node)."""
+    class_logits = torch.zeros(QUERIES, CLASSES + 1)
+    class_logits[:, 0] = 5.0
+    mask_logits = torch.full((QUERIES, INPUT // 4, INPUT // 4), -8.0)
+    for resolve in (False, True):
+        frame = select_instances(class_logits, mask_logits, torch.zeros(QUERIES, 4),
+                                 Letterbox.fit(INPUT, INPUT, (INPUT, INPUT)),
+                                 PostprocessSettings(score_threshold=0.0, max_instances=3,
+                                                     resolve_overlaps=resolve))
+        assert frame.detections == ()
+
+
 @pytest.mark.parametrize("field, value", [("score_threshold", -0.1), ("score_threshold", 1.1),
                                           ("mask_threshold", 0.0), ("mask_threshold", 1.0),
                                           ("max_instances", 0)])

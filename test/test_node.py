@@ -1,7 +1,7 @@
 """metaseg_node end to end over real DDS, started with the launch file's command line.
 
 Three node processes serve the tests of this module:
-- `model_node`: the real MetaSegmenter (tiny, random weights unless weights ship) in the
+- `model_node`: the real MetaSegmenter (tiny, with the shipped trained weights) in the
   namespace /robot1 with the image remapped to /cam/front, raw input;
 - `compressed_node`: the same with compressed input;
 - `color_node`: the deterministic ColorSegmenter (test/helpers) for the track-id test.
@@ -29,6 +29,7 @@ from ros_probe import Probe
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
+from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoGenerator
 from metaseg_ros.msg import InstanceMaskArray
 from metaseg_ros.ros.messages import decode_instance_mask
 
@@ -36,8 +37,8 @@ STARTUP_TIMEOUT = 240.0  # importing torch and building the model on 2 loaded co
 FRAME_TIMEOUT = 120.0
 SENSOR_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 RELIABLE_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-# Thresholds at zero and immediate track birth, so that even a randomly initialised model
-# (no trained weights shipped yet) publishes instances in every frame.
+# Thresholds at zero and immediate track birth, so that every instance whose mask has a pixel
+# is published from the first frame on.
 EVERYTHING_PASSES = {"score_threshold": 0.0, "tracker.birth_score": 0.0,
                      "tracker.min_score": 0.0, "tracker.confirm_hits": 1}
 
@@ -82,6 +83,20 @@ def color_node(tmp_path_factory, probe):
     assert node.stop() == 0, "\n".join(node.output)
 
 
+def scene(height: int, width: int, video: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic frame (real cut-outs over a real background) of the kind the shipped model
+    was trained on: (H, W, 3) RGB and the (N, H, W) masks of its labelled objects. Frames of
+    pure noise are not used: a trained model rightly finds no object in them."""
+    generator = SyntheticVideoGenerator(SyntheticConfig(image_size=(height, width), num_frames=1),
+                                        seed=11)
+    return generator.render(generator.script(video), 0)
+
+
+def best_iou(mask: np.ndarray, objects: np.ndarray) -> float:
+    """The highest IoU of `mask` with one of `objects` (N, H, W)."""
+    return max(float((mask & obj).sum() / max((mask | obj).sum(), 1)) for obj in objects)
+
+
 def raw_image(rgb: np.ndarray, encoding: str, stamp: int, padding: int = 0) -> Image:
     """`rgb` converted to `encoding` (with `padding` bytes per row) as a sensor_msgs/Image."""
     gray = (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
@@ -107,12 +122,11 @@ def test_image_in_every_encoding_gives_instances_with_the_input_header(model_nod
     probe.record(InstanceMaskArray, "/robot1/instances", RELIABLE_QOS)
     publisher = probe.node.create_publisher(Image, "/cam/front", SENSOR_QOS)
     probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's subscription")
-    rng = np.random.default_rng(0)
     cases = [("rgb8", 0), ("rgb8", 13), ("bgr8", 0), ("mono8", 5), ("rgba8", 0), ("bgra8", 8),
              ("mono16", 6), ("yuv422", 0), ("yuv422_yuy2", 4)]
     for index, (encoding, padding) in enumerate(cases):
         height, width = (96, 128) if index % 2 else (120, 80)
-        rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        rgb, objects = scene(height, width)
         stamp = 5000 + index
         msg = raw_image(rgb, encoding, stamp, padding)
         arrived = [m for m in probe.messages("/robot1/instances") if m.header.stamp.sec == stamp]
@@ -128,6 +142,10 @@ def test_image_in_every_encoding_gives_instances_with_the_input_header(model_nod
         assert out.header.stamp.nanosec == 4242
         assert (out.height, out.width) == (height, width)
         assert len(out.instances) >= 1, "score_threshold 0 must yield instances"
+        if encoding in ("rgb8", "bgr8", "rgba8", "bgra8"):  # colour in the right channel order
+            best = max(out.instances, key=lambda instance: instance.score)
+            iou = best_iou(decode_instance_mask(best, out.height, out.width), objects)
+            assert iou >= 0.5, f"{encoding}: the best instance covers no object (IoU {iou:.2f})"
         for instance in out.instances:
             mask = decode_instance_mask(instance, out.height, out.width)
             assert mask.shape == (height, width) and mask.any()
@@ -151,7 +169,7 @@ def test_compressed_input_and_corrupted_jpeg(compressed_node, probe):
     publisher = probe.node.create_publisher(CompressedImage, "/cam/compressed_test/compressed",
                                             RELIABLE_QOS)
     probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's subscription")
-    rgb = np.random.default_rng(1).integers(0, 256, (72, 100, 3), dtype=np.uint8)
+    rgb, _ = scene(72, 100)
     good = _jpeg_or_png(rgb, "JPEG")
     frames = [("jpeg", good, 7001), ("png", _jpeg_or_png(rgb, "PNG"), 7002),
               ("jpeg", good[: len(good) // 2] + b"\x00" * 50, 7003), ("jpeg", good, 7004)]
@@ -221,7 +239,7 @@ def test_label_image_and_overlay_while_subscribed(model_node, probe):
     probe.record(Image, "/robot1/overlay", RELIABLE_QOS)
     publisher = probe.node.create_publisher(Image, "/cam/front", SENSOR_QOS)
     probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's subscription")
-    rgb = np.random.default_rng(5).integers(0, 256, (90, 70, 3), dtype=np.uint8)
+    rgb, _ = scene(90, 70)
 
     def both_arrived(stamp: int) -> bool:
         return all(any(m.header.stamp.sec == stamp for m in probe.messages(topic))
@@ -360,7 +378,7 @@ def test_parameters_are_validated_and_applied_at_run_time(model_node, color_node
     probe.record(InstanceMaskArray, "/robot1/instances", RELIABLE_QOS)
     publisher = probe.node.create_publisher(Image, "/cam/front", RELIABLE_QOS)
     probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's subscription")
-    rgb = np.random.default_rng(9).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    rgb, _ = scene(64, 80)
     out = _publish_until(probe, publisher, raw_image(rgb, "rgb8", 6800), "/robot1/instances",
                          6800)
     assert len(out.instances) == 1

@@ -92,7 +92,7 @@ class _ScoredCandidates:
 
     def rows(self, chunks: list[torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
         """The rows `indices` (into the evaluated candidates) of chunked tensors, stacked."""
-        if len(chunks) == 1:
+        if len(chunks) == 1 or len(indices) == 0:
             return chunks[0][indices]
         return torch.stack([chunks[i // self.chunk_size][i % self.chunk_size]
                             for i in indices.tolist()])
