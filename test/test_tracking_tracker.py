@@ -334,3 +334,37 @@ def test_query_slot_continuity_decides_between_equally_similar_tracks() -> None:
         assert out.track_id == track_of_slot[slot]
     with pytest.raises(ValueError, match="query_slot_weight"):
         TrackerConfig(query_slot_weight=1.5)
+
+
+@pytest.mark.parametrize("kind", ["crossing", "crowd"])
+def test_gated_iou_gives_the_same_admissible_pairs_as_the_full_iou(kind):
+    """_similarity computes the exact mask IoU only for pairs that could pass the gate; on a
+    noisy crowded sequence it agrees with the similarity written out in full (IoU of every
+    pair) on every admissible pair, and admits exactly the same pairs."""
+    from metaseg_ros.tracking.mask_summary import pairwise_iou
+    from metaseg_ros.tracking.synthetic import NOISE_LEVELS, make_scene, simulate
+
+    sequence = simulate(make_scene(kind, seed=3, num_frames=40), NOISE_LEVELS["high"], seed=3)
+    tracker = Tracker(TrackerConfig(), DEFAULT_CLASSES)
+    cfg = tracker.config
+    checked = skipped = 0
+    for detections in sequence.detections:
+        candidates = tracker._prepare(detections)
+        tracks = tracker._tracks
+        if tracks and candidates.detections:
+            prototypes = np.stack([t.bank_sum / np.linalg.norm(t.bank_sum) for t in tracks])
+            embedding = np.clip(candidates.embeddings @ prototypes.T, 0, 1)
+            classes = np.clip(np.sqrt(candidates.class_probs)
+                              @ np.sqrt(np.stack([t.class_probs for t in tracks])).T, 0, 1)
+            iou = pairwise_iou(candidates.summaries, [t.summary for t in tracks])
+            reference = (cfg.embedding_weight * embedding + cfg.iou_weight * iou
+                         + cfg.class_weight * classes) / (cfg.embedding_weight
+                                                          + cfg.iou_weight + cfg.class_weight)
+            gated = tracker._similarity(candidates, tracks)
+            admissible = reference >= cfg.min_similarity
+            np.testing.assert_array_equal(gated >= cfg.min_similarity, admissible)
+            np.testing.assert_allclose(gated[admissible], reference[admissible], atol=1e-12)
+            checked += int(admissible.sum())
+            skipped += int(((iou > 0) & ~np.isclose(gated, reference, atol=1e-12)).sum())
+        tracker.update(detections)
+    assert checked > 50 and skipped > 0, (checked, skipped)

@@ -33,23 +33,11 @@ class MaskSummary:
     bbox: BoundingBox
     words: np.ndarray
 
-
-def _first_pixel(word: int) -> int:
-    """Column (0..63) of the first set pixel in a uint64 word of packed bits (big-endian bytes)."""
-    for index, byte in enumerate(word.to_bytes(8, "little")):
-        if byte:
-            return 8 * index + 8 - byte.bit_length()
-    raise ValueError("empty word")
-
-
-def _last_pixel(word: int) -> int:
-    """Column (0..63) of the last set pixel in a uint64 word of packed bits."""
-    data = word.to_bytes(8, "little")
-    for index in range(7, -1, -1):
-        byte = data[index]
-        if byte:
-            return 8 * index + 8 - (byte & -byte).bit_length()
-    raise ValueError("empty word")
+    @property
+    def corners(self) -> tuple[int, int, int, int]:
+        """The box as half-open (x0, y0, x1, y1)."""
+        box = self.bbox
+        return box.x, box.y, box.x + box.width, box.y + box.height
 
 
 def summarize_mask(mask: np.ndarray) -> MaskSummary:
@@ -68,60 +56,89 @@ def summarize_mask(mask: np.ndarray) -> MaskSummary:
             packed = np.pad(packed, ((0, 0), (0, -packed.shape[1] % 8)))
     words = packed.view(np.uint64)
     words_per_row = words.shape[1]
-    flat = words.ravel()
-    occupied = np.flatnonzero(flat != 0)
+    occupied = np.flatnonzero(words.reshape(-1) != 0)
     if occupied.size == 0:
         return MaskSummary(height, width, 0, BoundingBox(0, 0, 0, 0), words)
     top, bottom = int(occupied[0]) // words_per_row, int(occupied[-1]) // words_per_row
-    area = int(np.bitwise_count(flat[occupied]).sum(dtype=np.int64))
-    word_columns = occupied % words_per_row
-    first_word, last_word = int(word_columns.min()), int(word_columns.max())
     band = words[top:bottom + 1]
-    left = 64 * first_word + _first_pixel(int(np.bitwise_or.reduce(band[:, first_word])))
-    right = 64 * last_word + _last_pixel(int(np.bitwise_or.reduce(band[:, last_word])))
+    area = int(np.bitwise_count(band).sum(dtype=np.int64))
+    # Columns of the band ORed together, read as big-endian integers: the most significant
+    # bit is the leftmost pixel of the word (np.packbits is big-endian), on any host.
+    columns = np.bitwise_or.reduce(band, axis=0).view(">u8").tolist()
+    first = next(i for i, word in enumerate(columns) if word)
+    last = max(i for i, word in enumerate(columns) if word)
+    left = 64 * first + 64 - columns[first].bit_length()
+    lowest_bit = columns[last] & -columns[last]
+    right = 64 * last + 64 - lowest_bit.bit_length()
     return MaskSummary(height, width, area,
                        BoundingBox(left, top, right - left + 1, bottom - top + 1), words)
 
 
-def _box_array(summaries: list[MaskSummary]) -> np.ndarray:
-    """(N, 4) int64 [x0, y0, x1, y1) boxes (half-open)."""
-    return np.array([(s.bbox.x, s.bbox.y, s.bbox.x + s.bbox.width, s.bbox.y + s.bbox.height)
-                     for s in summaries], dtype=np.int64).reshape(-1, 4)
+@dataclass(frozen=True, slots=True, eq=False)
+class BoxOverlap:
+    """Intersections of the boxes of two lists of masks, as (len(first), len(second)) arrays:
+    half-open rows [top, bottom) and columns [left, right); `valid` where the boxes overlap
+    and the two masks have the same image size."""
+
+    top: np.ndarray
+    bottom: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    valid: np.ndarray
+
+    @classmethod
+    def of(cls, first: list[MaskSummary], second: list[MaskSummary]) -> BoxOverlap:
+        """The box intersections of every (first[i], second[j]) pair."""
+        a = np.array([(*s.corners, s.height << 32 | s.width) for s in first],
+                     dtype=np.int64).reshape(-1, 5)
+        b = np.array([(*s.corners, s.height << 32 | s.width) for s in second],
+                     dtype=np.int64).reshape(-1, 5)
+        low = np.maximum(a[:, None, :2], b[None, :, :2])
+        high = np.minimum(a[:, None, 2:4], b[None, :, 2:4])
+        valid = (low[..., 0] < high[..., 0]) & (low[..., 1] < high[..., 1]) \
+            & (a[:, None, 4] == b[None, :, 4])
+        return cls(low[..., 1], high[..., 1], low[..., 0], high[..., 0], valid)
+
+    @property
+    def area(self) -> np.ndarray:
+        """Pixels in each box intersection (0 where not valid): bounds the masks' intersection."""
+        return np.where(self.valid, (self.bottom - self.top) * (self.right - self.left), 0)
 
 
-def pairwise_intersection(first: list[MaskSummary], second: list[MaskSummary]) -> np.ndarray:
+def pairwise_intersection(first: list[MaskSummary], second: list[MaskSummary],
+                          pairs: np.ndarray | None = None,
+                          overlap: BoxOverlap | None = None) -> np.ndarray:
     """(len(first), len(second)) int64 pixel counts of the masks' intersections.
 
     Only pairs whose boxes overlap are counted (AND + popcount of the packed rows inside the
-    intersection of the two boxes); pairs of different image sizes count 0.
+    intersection of the two boxes); pairs of different image sizes count 0. With `pairs`
+    (a boolean matrix of the same shape) only those pairs are counted, the others are 0.
+    `overlap`: BoxOverlap.of(first, second), if the caller has it already.
     """
     result = np.zeros((len(first), len(second)), dtype=np.int64)
     if not first or not second:
         return result
-    a_box, b_box = _box_array(first), _box_array(second)
-    a_size = np.array([(s.height, s.width) for s in first])
-    b_size = np.array([(s.height, s.width) for s in second])
-    top = np.maximum(a_box[:, None, 1], b_box[None, :, 1])
-    bottom = np.minimum(a_box[:, None, 3], b_box[None, :, 3])
-    left = np.maximum(a_box[:, None, 0], b_box[None, :, 0])
-    right = np.minimum(a_box[:, None, 2], b_box[None, :, 2])
-    candidates = (top < bottom) & (left < right) & (a_size[:, None] == b_size[None, :]).all(-1)
+    overlap = overlap or BoxOverlap.of(first, second)
+    candidates = overlap.valid if pairs is None else overlap.valid & pairs
     rows, cols = np.nonzero(candidates)
-    for i, j, y0, y1, w0, w1 in zip(rows.tolist(), cols.tolist(), top[rows, cols].tolist(),
-                                    bottom[rows, cols].tolist(),
-                                    (left[rows, cols] // 64).tolist(),
-                                    ((right[rows, cols] + 63) // 64).tolist(), strict=True):
-        result[i, j] = int(np.bitwise_count(
-            first[i].words[y0:y1, w0:w1] & second[j].words[y0:y1, w0:w1]).sum())
+    top, bottom = overlap.top[rows, cols].tolist(), overlap.bottom[rows, cols].tolist()
+    first_word = (overlap.left[rows, cols] // 64).tolist()
+    end_word = ((overlap.right[rows, cols] + 63) // 64).tolist()
+    for i, j, y0, y1, w0, w1 in zip(rows.tolist(), cols.tolist(), top, bottom, first_word,
+                                    end_word, strict=True):
+        result[i, j] = np.bitwise_count(
+            first[i].words[y0:y1, w0:w1] & second[j].words[y0:y1, w0:w1]).sum()
     return result
 
 
-def pairwise_iou(first: list[MaskSummary], second: list[MaskSummary]) -> np.ndarray:
-    """(len(first), len(second)) exact mask IoU.
+def pairwise_iou(first: list[MaskSummary], second: list[MaskSummary],
+                 pairs: np.ndarray | None = None,
+                 overlap: BoxOverlap | None = None) -> np.ndarray:
+    """(len(first), len(second)) exact mask IoU (only of `pairs`, if given; 0 elsewhere).
 
     Pairs of different image sizes and pairs involving an empty mask get IoU 0.
     """
-    intersection = pairwise_intersection(first, second).astype(np.float64)
+    intersection = pairwise_intersection(first, second, pairs, overlap).astype(np.float64)
     areas_a = np.array([s.area for s in first], dtype=np.float64)
     areas_b = np.array([s.area for s in second], dtype=np.float64)
     union = areas_a[:, None] + areas_b[None, :] - intersection

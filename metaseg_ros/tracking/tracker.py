@@ -43,6 +43,7 @@ from metaseg_ros.results import Detection, FrameDetections, TrackedInstance
 from metaseg_ros.tracking.assignment import assign
 from metaseg_ros.tracking.config import TrackerConfig
 from metaseg_ros.tracking.mask_summary import (
+    BoxOverlap,
     MaskSummary,
     pairwise_intersection,
     pairwise_iou,
@@ -261,7 +262,13 @@ class Tracker:
         return probs / totals[:, None]
 
     def _similarity(self, candidates: _Candidates, tracks: list[_Track]) -> np.ndarray:
-        """(detections, tracks) combined similarity in [0, 1] (see TrackerConfig)."""
+        """(detections, tracks) combined similarity in [0, 1] (see TrackerConfig).
+
+        The exact mask IoU is computed only for the pairs that could pass the gate with it:
+        with an upper bound of their IoU (box intersection / larger area) a pair still below
+        `min_similarity` can never be matched, so its IoU does not matter and counts as 0
+        (the similarity stays below the gate). The assignment is the same, with less work.
+        """
         cfg = self.config
         if cfg.embedding_match == "mean":
             prototypes = np.stack([t.bank_sum for t in tracks])
@@ -272,19 +279,28 @@ class Tracker:
             starts = np.cumsum([0] + [len(t.bank) for t in tracks[:-1]])
             embedding_sim = np.maximum.reduceat(_dot_rows(candidates.embeddings, bank), starts,
                                                 axis=1)
-        iou = pairwise_iou(candidates.summaries, [t.summary for t in tracks])
         track_probs = np.stack([t.class_probs for t in tracks])
         class_sim = _dot_rows(np.sqrt(candidates.class_probs), np.sqrt(track_probs))
         total_weight = (cfg.embedding_weight + cfg.iou_weight + cfg.class_weight
                         + cfg.query_slot_weight)
         similarity = (cfg.embedding_weight * np.clip(embedding_sim, 0.0, 1.0)
-                      + cfg.iou_weight * iou
                       + cfg.class_weight * np.clip(class_sim, 0.0, 1.0))
         if cfg.query_slot_weight > 0.0:
             slots = np.array([d.query_index for d in candidates.detections])
             track_slots = np.array([t.query_index for t in tracks])
             same_slot = (slots[:, None] == track_slots[None, :]) & (track_slots[None, :] >= 0)
             similarity = similarity + cfg.query_slot_weight * same_slot
+        if cfg.iou_weight > 0.0:
+            track_summaries = [t.summary for t in tracks]
+            overlap = BoxOverlap.of(candidates.summaries, track_summaries)
+            larger_area = np.maximum(
+                np.array([s.area for s in candidates.summaries], dtype=np.float64)[:, None],
+                np.array([s.area for s in track_summaries], dtype=np.float64)[None, :])
+            iou_bound = np.minimum(overlap.area / np.maximum(larger_area, 1.0), 1.0)
+            could_pass = (similarity + cfg.iou_weight * iou_bound) / total_weight \
+                >= cfg.min_similarity - 1e-9
+            similarity = similarity + cfg.iou_weight * pairwise_iou(
+                candidates.summaries, track_summaries, could_pass, overlap)
         return similarity / total_weight
 
     def _associate(self, candidates: _Candidates, tracks: list[_Track]
