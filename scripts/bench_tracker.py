@@ -10,6 +10,7 @@ Sections (markdown tables for docs/benchmarks.md):
   (mask IoU) of the default tracker on a suite of synthetic sequences (crossing,
   occlusion and re-entry with several gaps, crowd) for each detector noise level and
   several `max_lost` settings, all sequences of a cell counted together;
+- scenes: the same suite split per scene kind (no noise and moderate noise);
 - goals: per hidden / away duration, ID switches without detector noise (goal: 0 whenever
   the gap is shorter than max_lost) and IDF1 at moderate noise (goal: >= 0.95);
 - ablation: the same suite at moderate noise with one setting changed at a time;
@@ -190,6 +191,32 @@ def section_goals(seeds: int) -> None:
     print()
 
 
+SCENE_NAMES = ("crossing", "occlusion gap 5", "occlusion gap 15", "occlusion gap 40",
+               "re-entry gap 10", "re-entry gap 25", "re-entry gap 60", "crowd")
+
+
+def section_scenes(seeds: int, max_lost: int = 30) -> None:
+    """The quality suite split by scene: which scenes reach the goals and which do not."""
+    print(f"### Per scene of the suite (max_lost={max_lost})\n")
+    print("The sequences of the quality table, scored per scene kind; 'longest gap' is the "
+          "longest absence of an object from the ground truth in those sequences.\n")
+    print("| scene | longest gap | ID sw. (no noise) | IDF1 (no noise) | ID sw. (moderate) | "
+          "IDF1 (moderate) |")
+    print("|---|---|---|---|---|---|")
+    config = TrackerConfig(max_lost=max_lost)
+    per_noise = {name: suite(name, seeds) for name in ("none", "moderate")}
+    caches = {name: PredictionCache() for name in per_noise}
+    for index, scene in enumerate(SCENE_NAMES):
+        cells, gap = [], 0
+        for name, sequences in per_noise.items():
+            group = sequences[index::len(SCENE_NAMES)]
+            gap = max(s.longest_gap() for s in group)
+            r = score(config, group, caches[name])
+            cells.append(f"{r['idsw']} | {r['idf1']:.3f}")
+        print(f"| {scene} | {gap} | {' | '.join(cells)} |", flush=True)
+    print()
+
+
 ABLATIONS: dict[str, dict[str, object]] = {
     "default": {},
     "embedding_match=best": {"embedding_match": "best"},
@@ -313,7 +340,8 @@ def section_speed(repeats: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--section", choices=("all", "quality", "goals", "ablation", "speed"),
+    parser.add_argument("--section",
+                        choices=("all", "quality", "scenes", "goals", "ablation", "speed"),
                         default="all")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per scene kind")
     parser.add_argument("--repeats", type=int, default=200, help="timed steps for 'speed'")
@@ -322,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         section_speed(args.repeats)
     if args.section in ("all", "quality"):
         section_quality(args.seeds)
+    if args.section in ("all", "scenes"):
+        section_scenes(args.seeds)
     if args.section in ("all", "goals"):
         section_goals(args.seeds)
     if args.section in ("all", "ablation"):
