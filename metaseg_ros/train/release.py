@@ -79,7 +79,8 @@ pipeline (MetaSegSegmenter + Tracker with default settings), score threshold
 {split['score_threshold']}. Reproduce with
 `python -m metaseg_ros.train.evaluate --checkpoint metaseg_ros/weights/metaseg_{name}
 --synthetic-videos {split['synthetic_videos']} --synthetic-first-video
-{split['synthetic_first_video']} --synthetic-seed {split['synthetic_seed']}`.
+{split['synthetic_first_video']} --synthetic-seed {split['synthetic_seed']} --synthetic-frames
+{split['synthetic_frames']} --synthetic-size {split['synthetic_size'][0]} {split['synthetic_size'][1]}`.
 
 | metric | value |
 |---|---|
