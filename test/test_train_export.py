@@ -57,4 +57,7 @@ def test_release_writes_weights_metrics_regression_record_and_card(tmp_path: Pat
     card = (out / "metaseg_tiny.md").read_text()
     assert f"| DAVIS J&F | {metrics['metrics']['j_and_f']:.4g} |" in card
     assert "(5 done)" in card and "metaseg-train --config" in card
+    # The reproduce command names the whole split (frames and size included).
+    assert ("--synthetic-seed 2 --synthetic-frames 3 --synthetic-size 64 64`"
+            in " ".join(card.split()))
     assert load_checkpoint(out / "metaseg_tiny").config.image_size == (64, 64)
