@@ -25,6 +25,8 @@ class MaskSummary:
 
     words: (height, ceil(width / 64)) uint64: the rows of `np.packbits(mask, axis=1)`
         (big-endian bits) zero-padded to whole 64-bit words.
+    box_row: (x0, y0, x1, y1, height << 32 | width): the half-open box and the image size
+        in one tuple, as BoxOverlap reads it.
     """
 
     height: int
@@ -32,12 +34,7 @@ class MaskSummary:
     area: int
     bbox: BoundingBox
     words: np.ndarray
-
-    @property
-    def corners(self) -> tuple[int, int, int, int]:
-        """The box as half-open (x0, y0, x1, y1)."""
-        box = self.bbox
-        return box.x, box.y, box.x + box.width, box.y + box.height
+    box_row: tuple[int, int, int, int, int]
 
 
 def summarize_mask(mask: np.ndarray) -> MaskSummary:
@@ -56,22 +53,27 @@ def summarize_mask(mask: np.ndarray) -> MaskSummary:
             packed = np.pad(packed, ((0, 0), (0, -packed.shape[1] % 8)))
     words = packed.view(np.uint64)
     words_per_row = words.shape[1]
-    occupied = np.flatnonzero(words.reshape(-1) != 0)
-    if occupied.size == 0:
-        return MaskSummary(height, width, 0, BoundingBox(0, 0, 0, 0), words)
-    top, bottom = int(occupied[0]) // words_per_row, int(occupied[-1]) // words_per_row
+    size_code = height << 32 | width
+    occupied = words.reshape(-1) != 0
+    first_word = int(occupied.argmax())  # argmax stops at the first True
+    if not occupied[first_word]:
+        return MaskSummary(height, width, 0, BoundingBox(0, 0, 0, 0), words,
+                           (0, 0, 0, 0, size_code))
+    top = first_word // words_per_row
+    bottom = (occupied.size - 1 - int(occupied[::-1].argmax())) // words_per_row
     band = words[top:bottom + 1]
     area = int(np.bitwise_count(band).sum(dtype=np.int64))
     # Columns of the band ORed together, read as big-endian integers: the most significant
     # bit is the leftmost pixel of the word (np.packbits is big-endian), on any host.
     columns = np.bitwise_or.reduce(band, axis=0).view(">u8").tolist()
-    first = next(i for i, word in enumerate(columns) if word)
-    last = max(i for i, word in enumerate(columns) if word)
+    filled = [index for index, word in enumerate(columns) if word]
+    first, last = filled[0], filled[-1]
     left = 64 * first + 64 - columns[first].bit_length()
     lowest_bit = columns[last] & -columns[last]
-    right = 64 * last + 64 - lowest_bit.bit_length()
+    right = 64 * last + 65 - lowest_bit.bit_length()  # exclusive
     return MaskSummary(height, width, area,
-                       BoundingBox(left, top, right - left + 1, bottom - top + 1), words)
+                       BoundingBox(left, top, right - left, bottom + 1 - top), words,
+                       (left, top, right, bottom + 1, size_code))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -89,10 +91,8 @@ class BoxOverlap:
     @classmethod
     def of(cls, first: list[MaskSummary], second: list[MaskSummary]) -> BoxOverlap:
         """The box intersections of every (first[i], second[j]) pair."""
-        a = np.array([(*s.corners, s.height << 32 | s.width) for s in first],
-                     dtype=np.int64).reshape(-1, 5)
-        b = np.array([(*s.corners, s.height << 32 | s.width) for s in second],
-                     dtype=np.int64).reshape(-1, 5)
+        a = np.array([s.box_row for s in first], dtype=np.int64).reshape(-1, 5)
+        b = np.array([s.box_row for s in second], dtype=np.int64).reshape(-1, 5)
         low = np.maximum(a[:, None, :2], b[None, :, :2])
         high = np.minimum(a[:, None, 2:4], b[None, :, 2:4])
         valid = (low[..., 0] < high[..., 0]) & (low[..., 1] < high[..., 1]) \

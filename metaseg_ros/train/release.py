@@ -80,7 +80,7 @@ pipeline (MetaSegSegmenter + Tracker with default settings), score threshold
 `python -m metaseg_ros.train.evaluate --checkpoint metaseg_ros/weights/metaseg_{name}
 --synthetic-videos {split['synthetic_videos']} --synthetic-first-video
 {split['synthetic_first_video']} --synthetic-seed {split['synthetic_seed']} --synthetic-frames
-{split['synthetic_frames']} --synthetic-size {split['synthetic_size'][0]} {split['synthetic_size'][1]}`.
+{split['synthetic_frames']} --synthetic-size {' '.join(map(str, split['synthetic_size']))}`.
 
 | metric | value |
 |---|---|
