@@ -85,3 +85,23 @@ def test_pairwise_iou_edge_cases() -> None:
     iou = pairwise_iou([empty, full], [empty, full, other_size])
     np.testing.assert_array_equal(iou, [[0, 0, 0], [0, 1, 0]])
     assert pairwise_iou([], [full]).shape == (0, 1)
+
+
+def test_bit_count_without_numpy_2_gives_the_same_summaries_and_iou(monkeypatch) -> None:
+    """numpy < 2.0 (apt ROS 2 installs) has no np.bitwise_count: the lookup-table count
+    must give the same areas and intersections."""
+    from metaseg_ros.tracking import mask_summary
+
+    rng = np.random.default_rng(11)
+    words = rng.integers(0, 2**63, size=(37, 3), dtype=np.uint64) | np.uint64(2**63)
+    expected = sum(bin(int(word)).count("1") for word in words.ravel())
+    assert mask_summary._count_bits_lookup(words) == expected
+    assert mask_summary._count_bits_lookup(words[5:9, 1:]) == sum(
+        bin(int(word)).count("1") for word in words[5:9, 1:].ravel())
+    first, second = random_masks(rng, 96, 200, 8), random_masks(rng, 96, 200, 8)
+    native = pairwise_iou([summarize_mask(m) for m in first], [summarize_mask(m) for m in second])
+    monkeypatch.setattr(mask_summary, "count_bits", mask_summary._count_bits_lookup)
+    summaries = [summarize_mask(m) for m in first]
+    assert [s.area for s in summaries] == [int(m.sum()) for m in first]
+    np.testing.assert_array_equal(
+        pairwise_iou(summaries, [summarize_mask(m) for m in second]), native)

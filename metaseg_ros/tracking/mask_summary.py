@@ -18,6 +18,23 @@ import numpy as np
 
 from metaseg_ros.results import BoundingBox
 
+# Set bits per byte value, for numpy < 2.0 (np.bitwise_count is new in numpy 2.0; apt ROS 2
+# installs keep the distribution's numpy 1.x, which their compiled message modules need).
+_BITS_IN_BYTE = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
+
+
+def _count_bits_lookup(words: np.ndarray) -> int:
+    """Set bits in an array of uint64 words, by a byte lookup table."""
+    return int(_BITS_IN_BYTE[np.ascontiguousarray(words).view(np.uint8)].sum(dtype=np.int64))
+
+
+def _count_bits_native(words: np.ndarray) -> int:
+    """Set bits in an array of uint64 words (np.bitwise_count, numpy >= 2.0)."""
+    return int(np.bitwise_count(words).sum(dtype=np.int64))
+
+
+count_bits = _count_bits_native if hasattr(np, "bitwise_count") else _count_bits_lookup
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class MaskSummary:
@@ -62,7 +79,7 @@ def summarize_mask(mask: np.ndarray) -> MaskSummary:
     top = first_word // words_per_row
     bottom = (occupied.size - 1 - int(occupied[::-1].argmax())) // words_per_row
     band = words[top:bottom + 1]
-    area = int(np.bitwise_count(band).sum(dtype=np.int64))
+    area = count_bits(band)
     # Columns of the band ORed together, read as big-endian integers: the most significant
     # bit is the leftmost pixel of the word (np.packbits is big-endian), on any host.
     columns = np.bitwise_or.reduce(band, axis=0).view(">u8").tolist()
@@ -126,8 +143,7 @@ def pairwise_intersection(first: list[MaskSummary], second: list[MaskSummary],
     end_word = ((overlap.right[rows, cols] + 63) // 64).tolist()
     for i, j, y0, y1, w0, w1 in zip(rows.tolist(), cols.tolist(), top, bottom, first_word,
                                     end_word, strict=True):
-        result[i, j] = np.bitwise_count(
-            first[i].words[y0:y1, w0:w1] & second[j].words[y0:y1, w0:w1]).sum()
+        result[i, j] = count_bits(first[i].words[y0:y1, w0:w1] & second[j].words[y0:y1, w0:w1])
     return result
 
 
