@@ -106,13 +106,19 @@ def test_optimizer_groups_backbone_lr_and_no_decay_parameters() -> None:
     model = MetaSegmenter(get_config("tiny", image_size=(64, 64), num_queries=8,
                                      num_decoder_layers=1))
     optimizer = build_optimizer(model, OptimConfig(lr=2e-4, weight_decay=0.05,
-                                                   backbone_lr_multiplier=0.1))
+                                                   backbone_lr_multiplier=0.1,
+                                                   memory_lr_multiplier=10.0))
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     named = dict(model.named_parameters())
     assert group_of[id(named["backbone._conv_stem.weight"])]["lr"] == pytest.approx(2e-5)
     decoder_weight = named["transformer_decoder.class_embed.weight"]
     assert group_of[id(decoder_weight)]["lr"] == 2e-4
     assert group_of[id(decoder_weight)]["weight_decay"] == 0.05
+    memory_weight = named["transformer_decoder.layers.0.memory_attn.attn.q_proj.weight"]
+    assert group_of[id(memory_weight)]["lr"] == pytest.approx(2e-3)
+    assert group_of[id(memory_weight)]["weight_decay"] == 0.05
+    gate = named["transformer_decoder.layers.0.memory_attn.gate"]
+    assert group_of[id(gate)]["lr"] == pytest.approx(2e-3)
     for name in ("transformer_decoder.query_embed", "transformer_decoder.layers.0.memory_attn.gate",
                  "transformer_decoder.class_embed.bias"):
         assert group_of[id(named[name])]["weight_decay"] == 0.0, name

@@ -85,6 +85,10 @@ class OptimConfig:
     lr: float = 2e-4
     weight_decay: float = 0.05
     backbone_lr_multiplier: float = 0.1
+    # Cross-frame memory attention (gates included) at lr * memory_lr_multiplier: its gates
+    # start at 0, where the attention itself gets no gradient, so a higher rate helps the
+    # memory path open when fine-tuning an image model for video.
+    memory_lr_multiplier: float = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
     max_steps: int = 10000
     warmup_steps: int = 200
@@ -103,6 +107,8 @@ class OptimConfig:
             raise ValueError(f"optim.amp {self.amp!r} not in {AMP_MODES}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"optim.schedule {self.schedule!r} not in {SCHEDULES}")
+        if self.backbone_lr_multiplier < 0 or self.memory_lr_multiplier < 0:
+            raise ValueError("optim.backbone_lr_multiplier and memory_lr_multiplier must be >= 0")
         if self.batch_size < 1 or self.grad_accum_steps < 1 or self.max_steps < 1:
             raise ValueError("batch_size, grad_accum_steps and max_steps must be >= 1")
 

@@ -190,13 +190,18 @@ def frame_predictions(outputs: Sequence[tuple[torch.Tensor, ...]]) -> list[Frame
 
 
 def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
-    """AdamW; backbone at lr * backbone_lr_multiplier; no decay on norms, biases, gates
-    and embeddings (query/level/slot embeddings), as Mask2Former."""
+    """AdamW; backbone at lr * backbone_lr_multiplier, the decoder's memory attention at
+    lr * memory_lr_multiplier; no decay on norms, biases, gates and embeddings
+    (query/level/slot embeddings), as Mask2Former."""
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        lr = optim.lr * (optim.backbone_lr_multiplier if name.startswith("backbone.") else 1.0)
+        lr = optim.lr
+        if name.startswith("backbone."):
+            lr *= optim.backbone_lr_multiplier
+        elif ".memory_attn." in name:
+            lr *= optim.memory_lr_multiplier
         no_decay = parameter.ndim <= 1 or name.endswith(
             ("query_feat", "query_embed", "level_embed", "slot_embed"))
         groups.setdefault((lr, 0.0 if no_decay else optim.weight_decay), []).append(parameter)
