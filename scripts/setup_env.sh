@@ -3,13 +3,18 @@
 # ROS 2 Kilted wheels, our messages built with rosidl into the venv prefix, torch (CPU),
 # the Python dependencies and metaseg_ros in development mode. Idempotent: when none of
 # its inputs changed since the last successful run it returns at once.
+# METASEG_ROS_DISTRO=jazzy builds the same with the ROS 2 Jazzy wheels in .venv-jazzy.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${METASEG_VENV:-$ROOT/.venv}"
+DISTRO="${METASEG_ROS_DISTRO:-kilted}"
+ROS_REQUIREMENTS="$ROOT/requirements/ros-$DISTRO.txt"
+[[ -f "$ROS_REQUIREMENTS" ]] || { echo "setup_env: no $ROS_REQUIREMENTS" >&2; exit 2; }
+if [[ "$DISTRO" == kilted ]]; then DEFAULT_VENV="$ROOT/.venv"; else DEFAULT_VENV="$ROOT/.venv-$DISTRO"; fi
+VENV="${METASEG_VENV:-$DEFAULT_VENV}"
 PYTHON="${PYTHON:-python3}"
 STAMP="$VENV/.metaseg-setup.sha256"
-BUILD_DIR="$ROOT/build/msg_dev"
+BUILD_DIR="$ROOT/build/msg_dev_$DISTRO"
 
 inputs_hash() {
   (cd "$ROOT" && cat scripts/setup_env.sh scripts/fix_ros_wheel_cmake.py requirements/*.txt \
@@ -17,7 +22,7 @@ inputs_hash() {
    | sha256sum | cut -d' ' -f1)
 }
 
-want="$(inputs_hash)"
+want="$(inputs_hash)-$DISTRO"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/python" ]]; then
   echo "setup_env: $VENV is up to date"
   exit 0
@@ -27,7 +32,7 @@ echo "setup_env: creating/updating $VENV"
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install 'pip==26.3' 'setuptools==84.2.1' 'wheel==0.48.0' 2>&1 | grep -v "is ignored" || true
-"${PIP[@]}" install -r "$ROOT/requirements/ros-kilted.txt" 2>&1 | grep -v "is ignored" || true
+"${PIP[@]}" install -r "$ROS_REQUIREMENTS" 2>&1 | grep -v "is ignored" || true
 "${PIP[@]}" install -r "$ROOT/requirements/python.txt" 2>&1 | grep -v "is ignored" || true
 "$VENV/bin/python" -c "import rclpy, torch, numpy" # fail loudly if an install above failed
 
