@@ -3,17 +3,18 @@
     ros2 launch metaseg_ros metaseg.launch.py image:=/camera/image_raw
 
 Arguments: image (input topic; the compressed input is <image>/compressed), params_file,
-namespace, use_sim_time, backend (eager | onnxruntime | tensorrt | exported), and
-fastdds_profile (the shared-memory transport profile that lets large best-effort images
-through; exported as FASTDDS_DEFAULT_PROFILES_FILE and, on Humble/Iron/Jazzy, also as
-FASTRTPS_DEFAULT_PROFILES_FILE). The `backend` argument overrides the params file.
+namespace, use_sim_time, backend (auto | eager | onnxruntime | tensorrt | exported; when
+given it overrides the params file, which says `auto` by default), and fastdds_profile (the
+shared-memory transport profile that lets large best-effort images through; exported as
+FASTDDS_DEFAULT_PROFILES_FILE and, on Humble/Iron/Jazzy, also as
+FASTRTPS_DEFAULT_PROFILES_FILE).
 
 metaseg_ros/ros/launch_command.py spells out the command line this file makes launch_ros
 run; the tests start the node with exactly that command line.
 """
 
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import (
     EnvironmentVariable,
@@ -26,9 +27,33 @@ from launch_ros.descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 
+def _metaseg_node(context: LaunchContext) -> list[Node]:
+    """The node; the `backend` argument overrides the params file only when it is given."""
+    image = LaunchConfiguration("image")
+    overrides = {"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"),
+                                                value_type=bool)}
+    backend = LaunchConfiguration("backend").perform(context)
+    if backend:
+        overrides["backend"] = backend
+    return [
+        Node(
+            package="metaseg_ros",
+            executable="metaseg_node",
+            name="metaseg_node",
+            namespace=LaunchConfiguration("namespace"),
+            parameters=[LaunchConfiguration("params_file"), overrides],
+            remappings=[
+                ("image", image),
+                ("image/compressed", [image, "/compressed"]),
+            ],
+            output="screen",
+            emulate_tty=True,
+        ),
+    ]
+
+
 def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare("metaseg_ros")
-    image = LaunchConfiguration("image")
     profile = LaunchConfiguration("fastdds_profile")
     return LaunchDescription([
         DeclareLaunchArgument("image", default_value="/camera/image_raw",
@@ -40,8 +65,9 @@ def generate_launch_description() -> LaunchDescription:
                               description="Namespace of the node and its topics"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="Use /clock (bag replay, simulation)"),
-        DeclareLaunchArgument("backend", default_value="eager",
-                              description="eager | onnxruntime | tensorrt | exported"),
+        DeclareLaunchArgument("backend", default_value="",
+                              description="auto | eager | onnxruntime | tensorrt | exported "
+                                          "('' = as the params file says)"),
         DeclareLaunchArgument("fastdds_profile",
                               default_value=PathJoinSubstitution(
                                   [share, "config", "fastdds_shm.xml"]),
@@ -51,24 +77,5 @@ def generate_launch_description() -> LaunchDescription:
         SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", profile, condition=IfCondition(
             PythonExpression(["'", EnvironmentVariable("ROS_DISTRO", default_value=""),
                               "' in ('humble', 'iron', 'jazzy')"]))),
-        Node(
-            package="metaseg_ros",
-            executable="metaseg_node",
-            name="metaseg_node",
-            namespace=LaunchConfiguration("namespace"),
-            parameters=[
-                LaunchConfiguration("params_file"),
-                {
-                    "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"),
-                                                   value_type=bool),
-                    "backend": LaunchConfiguration("backend"),
-                },
-            ],
-            remappings=[
-                ("image", image),
-                ("image/compressed", [image, "/compressed"]),
-            ],
-            output="screen",
-            emulate_tty=True,
-        ),
+        OpaqueFunction(function=_metaseg_node),
     ])

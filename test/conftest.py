@@ -19,6 +19,12 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 for _variable in profile_variables(os.environ.get("ROS_DISTRO", "")):
     os.environ[_variable] = str(REPO / "config" / "fastdds_shm.xml")
 os.environ.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
+# Exported models (backend auto/onnxruntime in node tests) go to a cache of this session,
+# not to the user's ~/.cache/metaseg_ros.
+if "METASEG_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["METASEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="metaseg_test_cache_")
 sys.path.insert(0, str(REPO / "test" / "helpers"))
 
 

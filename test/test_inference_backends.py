@@ -21,6 +21,7 @@ from metaseg_ros.inference.backends import (
     artifact_backend,
     create_runner,
     is_artifact_path,
+    resolve_backend,
     runner_from_artifact,
 )
 from metaseg_ros.inference.export import (
@@ -232,6 +233,42 @@ def test_ready_made_onnx_file_runs_from_the_node_settings(runners, eager_detecti
                                                         backend="exported"), log=logs.append)
 
 
+def test_auto_backend_choice(monkeypatch):
+    assert resolve_backend("auto", "cpu") == "onnxruntime"  # installed here
+    assert resolve_backend("auto", "cuda") == "eager"  # until TensorRT is verified on a GPU
+    assert resolve_backend("exported", "cpu") == "exported"
+    import metaseg_ros.inference.backends as backends
+
+    def missing(device: str = "cpu"):
+        raise BackendUnavailableError("no onnxruntime")
+
+    monkeypatch.setattr(backends, "import_onnxruntime", missing)
+    assert resolve_backend("auto", "cpu") == "eager"
+
+
+def test_auto_backend_falls_back_to_eager_when_the_export_fails(monkeypatch, tmp_path):
+    """backend auto never leaves the node without a model: a failed ONNX export is logged and
+    the model runs eagerly; an explicitly requested backend fails loudly instead."""
+    import metaseg_ros.inference.backends as backends
+
+    real_create_runner = backends.create_runner
+
+    def failing_onnx(model, backend, *args, **kwargs):
+        if backend == "onnxruntime":
+            raise RuntimeError("export failed")
+        return real_create_runner(model, backend, *args, **kwargs)
+
+    monkeypatch.setattr(backends, "create_runner", failing_onnx)
+    logs: list[str] = []
+    segmenter = MetaSegSegmenter.from_settings(PipelineSettings(backend="auto"),
+                                               log=logs.append)
+    assert isinstance(segmenter.runner, EagerRunner)
+    assert any("onnxruntime failed" in line and "running eager" in line for line in logs), logs
+    assert "on eager (auto)/cpu" in segmenter.description
+    with pytest.raises(RuntimeError, match="export failed"):
+        MetaSegSegmenter.from_settings(PipelineSettings(backend="onnxruntime"), log=logs.append)
+
+
 def test_artifact_paths_select_their_backend():
     assert artifact_backend("a/b.onnx") == "onnxruntime"
     assert artifact_backend("b.pt2") == "exported"
@@ -241,6 +278,8 @@ def test_artifact_paths_select_their_backend():
         artifact_backend("x.safetensors")
     with pytest.raises(ValueError, match="'onnxruntime', not 'exported'"):
         runner_from_artifact("x.onnx", "exported", "cpu")
+    with pytest.raises(ValueError, match="'exported', not 'onnxruntime'"):
+        runner_from_artifact("x.pt2", "onnxruntime", "cpu")
 
 
 def _rewrite_onnx(source: Path, target: Path, metadata: dict[str, str]) -> Path:

@@ -81,7 +81,15 @@ def test_launch_file_matches_launch_command() -> None:
     assert launch_configuration(keyword(node, "namespace"), variables) == "namespace"
     params_file, overrides = keyword(node, "parameters").elts
     assert launch_configuration(params_file, variables) == "params_file"
-    assert [k.value for k in overrides.keys] == list(launch_parameters(defaults))
+    # overrides = {...always...}; then `overrides["backend"] = ...` only when given.
+    (literal,) = [a.value for a in ast.walk(tree) if isinstance(a, ast.Assign)
+                  and any(getattr(t, "id", "") == overrides.id for t in a.targets)]
+    optional = [t.slice.value for a in ast.walk(tree) if isinstance(a, ast.Assign)
+                for t in a.targets if isinstance(t, ast.Subscript)
+                and getattr(t.value, "id", "") == overrides.id]
+    assert [k.value for k in literal.keys] == list(launch_parameters(defaults))
+    assert [k.value for k in literal.keys] + optional == \
+        list(launch_parameters(LaunchArguments(backend="eager")))
     remaps = keyword(node, "remappings").elts
     assert [r.elts[0].value for r in remaps] == [s for s, _ in launch_remappings(defaults)]
     assert launch_configuration(remaps[0].elts[1], variables) == "image"
@@ -110,4 +118,6 @@ def test_command_line_is_what_launch_ros_builds(tmp_path: Path) -> None:
                    "FASTRTPS_DEFAULT_PROFILES_FILE": "/p/shm.xml"}
     root = node_command(LaunchArguments(namespace=""), "x", tmp_path)
     assert "__ns:=/" in root
-    assert "/metaseg_node" in yaml.safe_load(overrides.read_text())
+    # Without a backend argument the params file's backend holds.
+    assert yaml.safe_load(overrides.read_text()) == {
+        "/metaseg_node": {"ros__parameters": {"use_sim_time": False}}}

@@ -45,6 +45,8 @@ from metaseg_ros.model.memory import MemoryState, empty_memory
 from metaseg_ros.model.metasegmenter import MetaSegmenter, SegmenterOutput
 
 BACKENDS = ("eager", "onnxruntime", "exported", "tensorrt")
+# 'auto' picks one of BACKENDS for the device (see resolve_backend).
+BACKEND_CHOICES = ("auto", *BACKENDS)
 DEVICES = ("cpu", "cuda")
 # Which artifact each backend runs, and the backend a ready-made artifact file needs.
 BACKEND_ARTIFACTS = {"onnxruntime": "onnx", "exported": "pt2", "tensorrt": "tensorrt"}
@@ -406,6 +408,24 @@ def create_runner(model: MetaSegmenter, backend: str, device: str, cache_key: st
     return TensorRTRunner(artifact.path, torch_tensorrt)
 
 
+def resolve_backend(backend: str, device: str) -> str:
+    """The backend 'auto' stands for on `device` (any other backend is returned as it is).
+
+    CPU: ONNX Runtime when it is installed (about 2x faster than eager PyTorch here, see
+    docs/benchmarks.md; it exports once into the artifact cache), else eager. CUDA: eager, until
+    the Torch-TensorRT engine has been verified on a GPU (ask for 'tensorrt' explicitly).
+    """
+    if backend != "auto":
+        return backend
+    if device == "cpu":
+        try:
+            import_onnxruntime(device)
+        except BackendUnavailableError:
+            return "eager"
+        return "onnxruntime"
+    return "eager"
+
+
 def artifact_backend(path: str | Path) -> str:
     """The backend that runs a ready-made artifact file, from its suffix."""
     suffix = Path(path).suffix
@@ -425,6 +445,7 @@ def runner_from_artifact(path: str | Path, backend: str, device: str,
     """A runner for a ready-made artifact (e.g. shipped with the robot), no export needed."""
     options = options or RunnerOptions()
     needed = artifact_backend(path)
+    backend = needed if backend == "auto" else backend
     if backend != needed:
         raise ValueError(f"{path} runs on backend '{needed}', not '{backend}'")
     if backend == "onnxruntime":

@@ -97,8 +97,10 @@ class MetaSegSegmenter:
         """
         from metaseg_ros.inference.backends import (
             RunnerOptions,
+            artifact_backend,
             create_runner,
             is_artifact_path,
+            resolve_backend,
             runner_from_artifact,
         )
         from metaseg_ros.model.checkpoint import load_checkpoint
@@ -111,8 +113,10 @@ class MetaSegSegmenter:
         checkpoint = Path(settings.checkpoint) if settings.checkpoint else \
             shipped_checkpoint(settings.model_config)
         random_weights = checkpoint is None
+        backend = settings.backend
         if checkpoint is not None and is_artifact_path(checkpoint):
-            runner = runner_from_artifact(checkpoint, settings.backend, settings.device, options)
+            runner = runner_from_artifact(checkpoint, backend, settings.device, options)
+            backend = artifact_backend(checkpoint)
             source = f"export {checkpoint}"
         else:
             if checkpoint is not None:
@@ -123,14 +127,24 @@ class MetaSegSegmenter:
                 model = MetaSegmenter(get_config(settings.model_config))
                 source = "random weights"
             model.eval()
-            runner = create_runner(model, settings.backend, settings.device,
-                                   cache_key=str(checkpoint or f"random-{settings.model_config}"),
-                                   log=log, options=options)
+            cache_key = str(checkpoint or f"random-{settings.model_config}")
+            backend = resolve_backend(settings.backend, settings.device)
+            try:
+                runner = create_runner(model, backend, settings.device, cache_key=cache_key,
+                                       log=log, options=options)
+            except Exception as error:
+                if settings.backend != "auto" or backend == "eager":
+                    raise
+                log(f"backend auto: {backend} failed ({error!r}); running eager instead")
+                backend = "eager"
+                runner = create_runner(model, backend, settings.device, log=log,
+                                       options=options)
         config = runner.config
         postprocess = PostprocessSettings(
             score_threshold=settings.score_threshold, mask_threshold=settings.mask_threshold,
             max_instances=settings.max_instances, resolve_overlaps=settings.resolve_overlaps)
-        description = (f"MetaSegmenter {config.name} ({source}) on {settings.backend}/"
+        chosen = f"{backend} (auto)" if settings.backend == "auto" else backend
+        description = (f"MetaSegmenter {config.name} ({source}) on {chosen}/"
                        f"{settings.device}, input {config.image_size[1]}x"
                        f"{config.image_size[0]}, memory of {config.memory_frames} frames")
         log(description)

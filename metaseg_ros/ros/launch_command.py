@@ -51,14 +51,18 @@ class LaunchArguments:
         default_factory=lambda: str(package_share() / "config" / "metaseg.yaml"))
     namespace: str = ""
     use_sim_time: str = "false"
-    backend: str = "eager"
+    backend: str = ""  # '' = as the params file says
     fastdds_profile: str = field(
         default_factory=lambda: str(package_share() / "config" / "fastdds_shm.xml"))
 
 
 def launch_parameters(args: LaunchArguments) -> dict[str, object]:
-    """The parameter dictionary the launch file passes after the params file."""
-    return {"use_sim_time": yaml.safe_load(args.use_sim_time) is True, "backend": args.backend}
+    """The parameter dictionary the launch file passes after the params file (backend only
+    when given, so that the params file's backend holds otherwise)."""
+    overrides: dict[str, object] = {"use_sim_time": yaml.safe_load(args.use_sim_time) is True}
+    if args.backend:
+        overrides["backend"] = args.backend
+    return overrides
 
 
 def launch_remappings(args: LaunchArguments) -> list[tuple[str, str]]:

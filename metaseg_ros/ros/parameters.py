@@ -77,8 +77,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("checkpoint", "", "Path of a metaseg checkpoint (.safetensors with its .json) "
               "or of an export made by metaseg-export (.onnx, .pt2, .ep: run on the matching "
               "backend); '' = the weights shipped with the package, random weights if none"),
-    ParamSpec("backend", "eager", "Inference backend", choices=("eager", "onnxruntime",
-                                                                 "tensorrt", "exported")),
+    ParamSpec("backend", "auto", "Inference backend; auto = onnxruntime on CPU when installed "
+              "(exports once into $METASEG_CACHE_DIR), else eager",
+              choices=("auto", "eager", "onnxruntime", "tensorrt", "exported")),
     ParamSpec("device", "cpu", "Torch device for the eager/exported/tensorrt backends",
               choices=("cpu", "cuda")),
     ParamSpec("num_threads", 0, "CPU threads for inference (0 = library default)",
