@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Print the memory-attention gates of MetaSegmenter checkpoints (how open the memory is).
+
+    .venv/bin/python scripts/memory_gates.py metaseg_ros/weights/metaseg_tiny \
+        runs/tiny_synthetic_cpu_memory/checkpoints/step_*/model
+
+Each decoder layer adds tanh(gate) * attention(memory) to its queries: at gate 0 the model is
+the image Mask2Former, and |tanh(gate)| says how much of the memory a layer lets through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from safetensors.numpy import load_file
+
+
+def gates(checkpoint: str) -> list[float]:
+    """The gate of every decoder layer, in layer order."""
+    path = Path(checkpoint.removesuffix(".safetensors").removesuffix(".json") + ".safetensors")
+    state = load_file(str(path))
+    names = sorted((k for k in state if k.endswith("memory_attn.gate")),
+                   key=lambda k: int(k.split(".layers.")[1].split(".")[0]))
+    return [float(state[name].reshape(-1)[0]) for name in names]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoints", nargs="+")
+    for checkpoint in parser.parse_args().checkpoints:
+        values = gates(checkpoint)
+        largest = max((abs(math.tanh(v)) for v in values), default=0.0)
+        print(f"{checkpoint}: gates {' '.join(f'{v:+.4f}' for v in values)}; "
+              f"largest |tanh(gate)| {largest:.4f}")
+
+
+if __name__ == "__main__":
+    main()
