@@ -289,7 +289,7 @@ def test_keep_latest_drops_old_frames_and_processes_the_newest(model_node, probe
     processed = [m.header.stamp.sec for m in probe.messages("/robot1/instances")
                  if m.header.stamp.sec in burst]
     assert len(processed) < len(burst) / 2, processed
-    assert processed == sorted(processed)
+    assert processed == sorted(set(processed)), processed  # in order, each frame once
     probe.wait_for(lambda: int(_diagnostic(probe, "robot1", "dropped_superseded") or 0) > 0,
                    10, "superseded frames counted on /diagnostics")
 

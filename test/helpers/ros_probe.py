@@ -22,11 +22,19 @@ class Probe:
         self._executor.add_node(self.node)
         self._lock = threading.Lock()
         self.received: dict[str, list[Any]] = defaultdict(list)
+        self._recorded: dict[str, type] = {}
         self._thread = threading.Thread(target=self._executor.spin, daemon=True)
         self._thread.start()
 
     def record(self, msg_type: type, topic: str, qos: QoSProfile | int = 10) -> None:
-        """Keep every message arriving on `topic` in self.received[topic]."""
+        """Keep every message arriving on `topic` in self.received[topic] (once per topic: a
+        second call for the same topic keeps the first subscription, so nothing is doubled)."""
+        if topic in self._recorded:
+            if self._recorded[topic] is not msg_type:
+                raise ValueError(f"{topic} is already recorded as {self._recorded[topic]}")
+            return
+        self._recorded[topic] = msg_type
+
         def store(msg: Any) -> None:
             with self._lock:
                 self.received[topic].append(msg)
