@@ -162,7 +162,7 @@ def test_overlaps_resolved_each_pixel_to_the_most_confident_instance():
     class_logits[:, -1] = -5.0
     mask_logits = blob_logits(generator, QUERIES)
     kept = PostprocessSettings(score_threshold=0.0, max_instances=QUERIES,
-                               resolve_overlaps=False)
+                               resolve_overlaps=False, min_kept_fraction=0.0)
     overlapping = our_instances(class_logits, mask_logits, kept).detections
     stacked = np.stack([d.mask for d in overlapping])
     assert (stacked.sum(0) > 1).sum() > 100  # the blobs do overlap
@@ -199,7 +199,7 @@ def test_overlaps_resolved_with_a_zero_score_instance():
     embeddings = torch.zeros(2, 4)
     box = Letterbox.fit(INPUT, INPUT, (INPUT, INPUT))
     frame = select_instances(class_logits, mask_logits, embeddings, box, PostprocessSettings(
-        score_threshold=0.0, max_instances=2, resolve_overlaps=True))
+        score_threshold=0.0, max_instances=2, resolve_overlaps=True, min_kept_fraction=0.0))
     scores = {d.query_index: d.score for d in frame.detections}
     assert scores[0] == 0.0 and scores[1] > 0.5
     union = np.zeros((INPUT, INPUT), dtype=int)
@@ -208,6 +208,30 @@ def test_overlaps_resolved_with_a_zero_score_instance():
     upsampled = torch.nn.functional.interpolate(mask_logits[:, None], size=(INPUT, INPUT),
                                                 mode="bilinear", align_corners=False)[:, 0]
     np.testing.assert_array_equal(union, (upsampled > 0).any(0).numpy())
+
+
+def test_instances_left_with_little_of_their_mask_are_dropped():
+    """After overlaps are resolved, an instance keeping less than min_kept_fraction of its
+    own mask (a near-duplicate of a more confident one) is dropped, as in Mask2Former's
+    panoptic inference; one keeping more stays."""
+    class_logits = torch.full((3, CLASSES + 1), -5.0)
+    class_logits[:, 0] = torch.tensor([4.0, 3.0, 3.5])  # scores: 0 > 2 > 1
+    mask_logits = torch.full((3, INPUT // 4, INPUT // 4), -6.0)
+    mask_logits[0, 10:50, 10:50] = 6.0
+    mask_logits[1, 12:52, 12:52] = 5.0  # almost all inside instance 0: a duplicate
+    mask_logits[2, 40:80, 40:80] = 6.0  # a quarter or less shared with instance 0
+    box = Letterbox.fit(INPUT, INPUT, (INPUT, INPUT))
+
+    def queries(fraction: float) -> list[int]:
+        frame = select_instances(class_logits, mask_logits, torch.zeros(3, 4), box,
+                                 PostprocessSettings(score_threshold=0.0, max_instances=3,
+                                                     min_kept_fraction=fraction))
+        return sorted(d.query_index for d in frame.detections)
+
+    assert queries(0.0) == [0, 1, 2]
+    assert queries(0.5) == [0, 2]
+    with pytest.raises(ValueError, match="min_kept_fraction"):
+        PostprocessSettings(min_kept_fraction=1.5)
 
 
 def test_nothing_above_the_threshold_gives_an_empty_frame():

@@ -36,6 +36,7 @@ def test_shipped_tiny_weights_reach_the_documented_metrics(tmp_path, capsys) -> 
           "--synthetic-size", *map(str, split["synthetic_size"]),
           "--max-videos", str(split["max_videos"]),
           "--score-threshold", str(split["score_threshold"]),
+          "--min-kept-fraction", str(split.get("min_kept_fraction", 0.0)),
           "--output", str(output)])
     capsys.readouterr()
     measured = json.loads(output.read_text())["metrics"]

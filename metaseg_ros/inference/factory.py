@@ -24,6 +24,7 @@ class PipelineSettings:
     mask_threshold: float = 0.5
     max_instances: int = 20
     resolve_overlaps: bool = True
+    min_kept_fraction: float = 0.5
     segmenter: str = ""
     tracker: Mapping[str, Any] = field(default_factory=dict)
 

@@ -33,6 +33,11 @@ class PostprocessSettings:
     mask_threshold: float = 0.5
     max_instances: int = 20
     resolve_overlaps: bool = True
+    # With resolve_overlaps: an instance left with less than this fraction of its own mask
+    # (the rest went to more confident instances) is dropped, as Mask2Former's panoptic
+    # inference does (0 keeps every instance with a pixel left). 0.5 was chosen on a
+    # validation split of the synthetic generator (docs/benchmarks.md).
+    min_kept_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score_threshold <= 1.0:
@@ -41,6 +46,8 @@ class PostprocessSettings:
             raise ValueError(f"mask_threshold must be in (0, 1), got {self.mask_threshold}")
         if self.max_instances < 1:
             raise ValueError(f"max_instances must be >= 1, got {self.max_instances}")
+        if not 0.0 <= self.min_kept_fraction <= 1.0:
+            raise ValueError(f"min_kept_fraction must be in [0, 1], got {self.min_kept_fraction}")
 
 
 def select_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor,
@@ -61,6 +68,10 @@ def select_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor,
     if settings.resolve_overlaps and len(keep) > 1:
         masks = _resolve_overlaps(masks, scored.rows(scored.inside_probability, keep),
                                   scored.score[keep])
+        if settings.min_kept_fraction > 0.0:
+            kept_area = masks.view(torch.uint8).flatten(1).sum(dim=1, dtype=torch.int32)
+            enough = kept_area >= settings.min_kept_fraction * scored.area[keep]
+            masks, keep = masks[enough], keep[enough]
 
     queries = candidates[keep]
     detections = []

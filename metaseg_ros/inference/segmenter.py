@@ -142,7 +142,8 @@ class MetaSegSegmenter:
         config = runner.config
         postprocess = PostprocessSettings(
             score_threshold=settings.score_threshold, mask_threshold=settings.mask_threshold,
-            max_instances=settings.max_instances, resolve_overlaps=settings.resolve_overlaps)
+            max_instances=settings.max_instances, resolve_overlaps=settings.resolve_overlaps,
+            min_kept_fraction=settings.min_kept_fraction)
         chosen = f"{backend} (auto)" if settings.backend == "auto" else backend
         description = (f"MetaSegmenter {config.name} ({source}) on {chosen}/"
                        f"{settings.device}, input {config.image_size[1]}x"

@@ -168,7 +168,7 @@ class MetaSegNode(Node):
         changed = {param.name: param.value for param in parameters}
         self._params = {**self._params, **changed}
         postprocess_keys = {"score_threshold", "mask_threshold", "max_instances",
-                            "resolve_overlaps"}
+                            "resolve_overlaps", "min_kept_fraction"}
         if changed.keys() & postprocess_keys:
             configure = getattr(self._pipeline.segmenter, "configure_postprocess", None)
             if configure is None:

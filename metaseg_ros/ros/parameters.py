@@ -95,6 +95,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               minimum=1, maximum=200, read_only=False),
     ParamSpec("resolve_overlaps", True, "Give each pixel to at most one instance (the most "
               "confident)", read_only=False),
+    ParamSpec("min_kept_fraction", 0.5, "With resolve_overlaps: drop an instance left with "
+              "less than this fraction of its own mask (duplicates of a more confident one)",
+              minimum=0.0, maximum=1.0, read_only=False),
     # Outputs
     ParamSpec("output_reliability", "reliable", "QoS reliability of the published topics",
               choices=("best_effort", "reliable")),

@@ -171,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="ground-truth topic of --bag")
     parser.add_argument("--class-mapping", help="class mapping file for --ytvis-json or --bag")
     parser.add_argument("--score-threshold", type=float, default=0.5)
+    parser.add_argument("--min-kept-fraction", type=float, default=0.5,
+                        help="post-processing: drop instances keeping less of their mask after "
+                             "overlaps are resolved (the node's default)")
     parser.add_argument("--max-videos", type=int)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
@@ -200,8 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "synthetic_seed": args.synthetic_seed, "synthetic_frames":
                  args.synthetic_frames, "synthetic_size": list(args.synthetic_size)}
     result = evaluate_model(model, source, postprocess=PostprocessSettings(
-        score_threshold=args.score_threshold), device=args.device, max_videos=args.max_videos)
-    split.update(max_videos=args.max_videos, score_threshold=args.score_threshold)
+        score_threshold=args.score_threshold, min_kept_fraction=args.min_kept_fraction),
+        device=args.device, max_videos=args.max_videos)
+    split.update(max_videos=args.max_videos, score_threshold=args.score_threshold,
+                 min_kept_fraction=args.min_kept_fraction)
     document = {"checkpoint": str(args.checkpoint), "split": split, "metrics": asdict(result)}
     text = json.dumps(document, indent=2)
     print(text)
