@@ -45,8 +45,6 @@ from metaseg_ros.model.memory import MemoryState, empty_memory
 from metaseg_ros.model.metasegmenter import MetaSegmenter, SegmenterOutput
 
 BACKENDS = ("eager", "onnxruntime", "exported", "tensorrt")
-# 'auto' picks one of BACKENDS for the device (see resolve_backend).
-BACKEND_CHOICES = ("auto", *BACKENDS)
 DEVICES = ("cpu", "cuda")
 # Which artifact each backend runs, and the backend a ready-made artifact file needs.
 BACKEND_ARTIFACTS = {"onnxruntime": "onnx", "exported": "pt2", "tensorrt": "tensorrt"}

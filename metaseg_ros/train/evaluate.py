@@ -171,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="ground-truth topic of --bag")
     parser.add_argument("--class-mapping", help="class mapping file for --ytvis-json or --bag")
     parser.add_argument("--score-threshold", type=float, default=0.5)
-    parser.add_argument("--min-kept-fraction", type=float, default=0.5,
+    parser.add_argument("--min-kept-fraction", type=float,
+                        default=PostprocessSettings.min_kept_fraction,
                         help="post-processing: drop instances keeping less of their mask after "
                              "overlaps are resolved (the node's default)")
     parser.add_argument("--max-videos", type=int)
