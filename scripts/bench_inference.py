@@ -110,11 +110,13 @@ def worker(args: argparse.Namespace) -> dict:
     model = build_model(args)
     logs: list[str] = []
     start = time.perf_counter()
-    runner = create_runner(model, args.backend, "cpu", cache_key=f"bench-{args.config}",
+    runner = create_runner(model, args.backend, args.device, cache_key=f"bench-{args.config}",
                            log=logs.append,
                            options=RunnerOptions(num_threads=args.threads,
                                                  cache_dir=Path(args.cache_dir),
-                                                 spin_wait=args.spin_wait))
+                                                 spin_wait=args.spin_wait,
+                                                 precision=args.precision))
+    synchronize = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     setup_s = time.perf_counter() - start
     exported = any(line.startswith("exporting") for line in logs)
     if args.prepare:
@@ -124,7 +126,8 @@ def worker(args: argparse.Namespace) -> dict:
     frames = camera_frames(args.frames + args.warmup)
     frame_iter = iter(frames * 4)
     row: dict = {"config": args.config, "size": args.size, "backend": args.backend,
-                 "threads": args.threads, "exported_in_process": exported,
+                 "device": args.device, "precision": args.precision, "threads": args.threads,
+                 "exported_in_process": exported,
                  "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
     if args.backend == "onnxruntime":
         row["spin_wait"] = args.spin_wait
@@ -144,9 +147,10 @@ def worker(args: argparse.Namespace) -> dict:
         prepared = time.perf_counter()
         output = runner(images, memory)
         memory = output.memory
+        synchronize()
         ran = time.perf_counter()
-        select_instances(output.class_logits[0].cpu(), output.mask_logits[0].cpu(),
-                         output.query_embeddings[0].cpu(), box, settings)
+        select_instances(output.class_logits[0], output.mask_logits[0],
+                         output.query_embeddings[0], box, settings)
         done = time.perf_counter()
         if index >= args.warmup:
             for name, seconds in zip(parts, (prepared - start, ran - prepared, done - ran),
@@ -157,6 +161,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     def network() -> None:
         state["memory"] = runner(images, state["memory"]).memory
+        synchronize()
 
     row["network_ms"] = round(median_ms(network, args.frames, args.warmup), 1)
     row["fps"] = round(1e3 / row["step_ms"], 2)
@@ -202,7 +207,7 @@ def profile(runner, images, args: argparse.Namespace) -> list[tuple[str, float]]
 
 
 def run_worker(args: argparse.Namespace, config: str, size: int, backend: str,
-               prepare: bool) -> dict:
+               prepare: bool, precision: str = "float32") -> dict:
     """Run this script as a worker in a fresh process; returns its JSON row."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         result_path = Path(handle.name)
@@ -210,7 +215,7 @@ def run_worker(args: argparse.Namespace, config: str, size: int, backend: str,
                "--size", str(size), "--backend", backend, "--threads", str(args.threads),
                "--frames", str(args.frames), "--warmup", str(args.warmup),
                "--score-threshold", str(args.score_threshold), "--cache-dir", args.cache_dir,
-               "--result", str(result_path)]
+               "--device", args.device, "--precision", precision, "--result", str(result_path)]
     if args.checkpoint:
         command += ["--checkpoint", args.checkpoint]
     if prepare:
@@ -226,7 +231,8 @@ def run_worker(args: argparse.Namespace, config: str, size: int, backend: str,
                                env=environment)
     try:
         if completed.returncode != 0:
-            raise RuntimeError(f"worker {config} {size} {backend} failed:\n{completed.stderr}")
+            raise RuntimeError(f"worker {config} {size} {backend} {precision} failed:\n"
+                               f"{completed.stderr}")
         return json.loads(result_path.read_text())
     finally:
         result_path.unlink(missing_ok=True)
@@ -241,6 +247,7 @@ def reference_rows(args: argparse.Namespace) -> list[dict]:
         json_path = Path(handle.name)
     command = [sys.executable, str(REPO / "scripts" / "bench_model.py"), "--configs", *configs,
                "--sizes", *map(str, args.sizes), "--threads", str(args.threads),
+               "--device", args.device,
                "--sampling", "grid_sample", "--reference", "--json", str(json_path)]
     print(f"# reference: {' '.join(command[1:])}", flush=True)
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -259,6 +266,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", nargs="+", type=int, default=[384, 512])
     parser.add_argument("--backends", nargs="+", default=["eager", "onnxruntime"],
                         choices=["eager", "onnxruntime", "exported"])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--precisions", nargs="+", default=["float32"],
+                        choices=["float32", "float16", "bfloat16"],
+                        help="eager backend's precisions to measure (autocast)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--frames", type=int, default=10, help="timed calls per measurement")
     parser.add_argument("--warmup", type=int, default=3)
@@ -281,6 +292,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--backend", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -297,8 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import torch
 
+    accelerator = (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else "")
     print(f"# torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs{accelerator}, "
           f"{args.threads} threads, frames {FRAME_SIZE[1]}x{FRAME_SIZE[0]}, "
           f"median of {args.frames} after {args.warmup} warm-up, "
           f"score_threshold {args.score_threshold}", flush=True)
@@ -311,12 +324,14 @@ def main(argv: list[str] | None = None) -> int:
                     how = "exported" if prepared["exported"] else "found in the cache"
                     print(f"# {config} {size} {backend}: {how} in {prepared['setup_s']} s "
                           "(separate process)", flush=True)
-                row = run_worker(args, config, size, backend, prepare=False)
-                rows.append(row)
-                shown = {k: v for k, v in row.items() if k != "profile"}
-                print("  ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
-                for name, ms in row.get("profile", []):
-                    print(f"    {name:40s} {ms:8.2f} ms/frame")
+                for precision in (args.precisions if backend == "eager" else ["float32"]):
+                    row = run_worker(args, config, size, backend, prepare=False,
+                                     precision=precision)
+                    rows.append(row)
+                    shown = {k: v for k, v in row.items() if k != "profile"}
+                    print("  ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
+                    for name, ms in row.get("profile", []):
+                        print(f"    {name:40s} {ms:8.2f} ms/frame")
     if args.reference:
         for reference in reference_rows(args):
             ours = next((r for r in rows if r["config"] == reference["config"]

@@ -35,6 +35,7 @@ from metaseg_ros.inference.export import (
 )
 from metaseg_ros.inference.factory import PipelineSettings
 from metaseg_ros.inference.postprocess import PostprocessSettings
+from metaseg_ros.inference.preprocess import letterbox_image
 from metaseg_ros.inference.segmenter import MetaSegSegmenter
 from metaseg_ros.model import MetaSegmenter, get_config
 from metaseg_ros.model.layers import set_deformable_sampling
@@ -391,3 +392,35 @@ def test_unknown_backend_and_unavailable_devices(model, tmp_path):
         with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider"):
             create_runner(model, "onnxruntime", "cuda", options=RunnerOptions(cache_dir=tmp_path))
     assert list(tmp_path.iterdir()) == []  # nothing exported for a backend that cannot run
+
+
+def test_reduced_precision_runs_under_autocast_and_returns_float32(model):
+    frames = [letterbox_image(frame, SIZE, model.config.pixel_mean)[0]
+              for frame in panning_frames(3)]
+    full = EagerRunner(small_model(), "cpu")
+    reduced = EagerRunner(small_model(), "cpu", precision="bfloat16")
+    memory = reduced.initial_memory()
+    for frame in frames:
+        output = reduced(frame, memory)
+        memory = output.memory
+        tensors = [output.class_logits, output.mask_logits, output.query_embeddings, *memory]
+        assert {t.dtype for t in tensors} == {torch.float32}
+    parity = compare_step_outputs(full, reduced, full.initial_memory(), reduced.initial_memory(),
+                                  frames)
+    for frame in parity:
+        # Not zero: the arithmetic really was reduced; small: still the same network.
+        assert 0 < frame.relative_errors["class_logits"] < 0.1, frame
+        assert frame.mask_iou >= 0.9, frame
+
+
+def test_precision_is_checked_and_belongs_to_eager(model, tmp_path):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        RunnerOptions(precision="int8")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        EagerRunner(small_model(), "cpu", precision="half")
+    with pytest.raises(ValueError, match="applies to backend 'eager' only"):
+        create_runner(model, "onnxruntime", "cpu",
+                      options=RunnerOptions(cache_dir=tmp_path, precision="float16"))
+    assert list(tmp_path.iterdir()) == []
+    assert resolve_backend("auto", "cpu", "bfloat16") == "eager"
+    assert resolve_backend("auto", "cpu") == "onnxruntime"

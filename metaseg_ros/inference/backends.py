@@ -46,6 +46,8 @@ from metaseg_ros.model.metasegmenter import MetaSegmenter, SegmenterOutput
 
 BACKENDS = ("eager", "onnxruntime", "exported", "tensorrt")
 DEVICES = ("cpu", "cuda")
+# Arithmetic precision of the eager backend (autocast); the memory and outputs stay float32.
+PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Which artifact each backend runs, and the backend a ready-made artifact file needs.
 BACKEND_ARTIFACTS = {"onnxruntime": "onnx", "exported": "pt2", "tensorrt": "tensorrt"}
 
@@ -67,15 +69,22 @@ class RunnerOptions:
     spin_wait: let ONNX Runtime's threads busy-wait for work between operators; off by
         default, as they would compete for the cores with pre- and post-processing (and
         everything else on a robot) after each step.
+    precision: the eager backend's arithmetic (one of PRECISIONS; float16/bfloat16 run the
+        network under autocast, for GPUs with tensor cores). The exporting backends have
+        their own: float32 for onnxruntime/exported, float16 weights for tensorrt.
     """
 
     num_threads: int = 0
     cache_dir: Path | None = None
     spin_wait: bool = False
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         if self.num_threads < 0:
             raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, "
+                             f"got {self.precision!r}")
 
 
 def _check_device(backend: str, device: str) -> None:
@@ -89,6 +98,8 @@ def _check_device(backend: str, device: str) -> None:
 class EagerRunner:
     """Plain PyTorch on a device, under inference_mode.
 
+    precision: "float32" (default), or "float16"/"bfloat16" to run under autocast (tensor
+        cores on a GPU); outputs and the memory fed back are float32 either way.
     sampling: deformable-attention sampling during this runner's calls; "grid_sample" (default)
         computes the same numbers as the export-friendly "gather" (tested) and is faster in
         eager mode. The model's own setting is restored after each call, so a model shared
@@ -96,11 +107,14 @@ class EagerRunner:
     """
 
     def __init__(self, model: MetaSegmenter, device: str = "cpu",
-                 sampling: str = "grid_sample") -> None:
+                 sampling: str = "grid_sample", precision: str = "float32") -> None:
         _check_device("eager", device)
         if sampling not in SAMPLING_MODES:
             raise ValueError(f"sampling {sampling!r} not in {SAMPLING_MODES}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
+        self.precision = precision
         self.model = model.eval().to(self.device)
         self.sampling = sampling
         self._deformable = [m for m in self.model.modules()
@@ -118,7 +132,15 @@ class EagerRunner:
         for module in self._deformable:
             module.sampling = self.sampling
         try:
-            return self.model(images.to(self.device, non_blocking=True), memory)
+            images = images.to(self.device, non_blocking=True)
+            autocast_dtype = PRECISIONS[self.precision]
+            if autocast_dtype is None:
+                return self.model(images, memory)
+            with torch.autocast(self.device.type, dtype=autocast_dtype):
+                output = self.model(images, memory)
+            return SegmenterOutput(
+                output.class_logits.float(), output.mask_logits.float(),
+                output.query_embeddings.float(), MemoryState(*(t.float() for t in output.memory)))
         finally:
             for module, mode in zip(self._deformable, previous, strict=True):
                 module.sampling = mode
@@ -388,7 +410,10 @@ def create_runner(model: MetaSegmenter, backend: str, device: str, cache_key: st
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     if backend == "eager":
-        return EagerRunner(model, device)
+        return EagerRunner(model, device, precision=options.precision)
+    if options.precision != "float32":
+        raise ValueError(f"precision {options.precision!r} applies to backend 'eager' only "
+                         f"(backend '{backend}' has its own)")
     if backend == "onnxruntime":
         import_onnxruntime(device)  # fail before a long export
         artifact = ensure_artifact(model, ExportSettings("onnx"), cache_key, options.cache_dir,
@@ -406,16 +431,17 @@ def create_runner(model: MetaSegmenter, backend: str, device: str, cache_key: st
     return TensorRTRunner(artifact.path, torch_tensorrt)
 
 
-def resolve_backend(backend: str, device: str) -> str:
+def resolve_backend(backend: str, device: str, precision: str = "float32") -> str:
     """The backend 'auto' stands for on `device` (any other backend is returned as it is).
 
     CPU: ONNX Runtime when it is installed (about 2x faster than eager PyTorch here, see
     docs/benchmarks.md; it exports once into the artifact cache), else eager. CUDA: eager, until
     the Torch-TensorRT engine has been verified on a GPU (ask for 'tensorrt' explicitly).
+    A reduced `precision` is an eager setting, so it makes 'auto' eager.
     """
     if backend != "auto":
         return backend
-    if device == "cpu":
+    if device == "cpu" and precision == "float32":
         try:
             import_onnxruntime(device)
         except BackendUnavailableError:

@@ -19,6 +19,7 @@ class PipelineSettings:
     checkpoint: str = ""
     backend: str = "eager"
     device: str = "cpu"
+    precision: str = "float32"
     num_threads: int = 0
     score_threshold: float = 0.5
     mask_threshold: float = 0.5

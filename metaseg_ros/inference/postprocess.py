@@ -53,7 +53,11 @@ class PostprocessSettings:
 def select_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor,
                      query_embeddings: torch.Tensor, box: Letterbox,
                      settings: PostprocessSettings) -> FrameDetections:
-    """Instances of one frame from (Q, C+1) class, (Q, h, w) mask logits, (Q, D) embeddings."""
+    """Instances of one frame from (Q, C+1) class, (Q, h, w) mask logits, (Q, D) embeddings.
+
+    The tensors may live on a GPU: masks are then upsampled and resolved there, and only the
+    kept instances come back to the CPU.
+    """
     probabilities = class_logits.float().softmax(dim=-1)[:, :-1]
     class_score, class_id = probabilities.max(dim=-1)
     candidates = torch.argsort(class_score, descending=True)
@@ -73,16 +77,20 @@ def select_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor,
             enough = kept_area >= settings.min_kept_fraction * scored.area[keep]
             masks, keep = masks[enough], keep[enough]
 
-    queries = candidates[keep]
+    # One transfer per output from a GPU (no-ops on the CPU).
+    selected = candidates[keep]
+    queries, masks, scores = selected.cpu(), masks.cpu(), scored.score[keep].cpu()
+    embeddings = query_embeddings[selected.to(query_embeddings.device)].float().cpu()
+    class_probs, class_ids = probabilities[selected].cpu(), class_id[selected].cpu()
     detections = []
     for index, query in enumerate(queries.tolist()):
         mask = masks[index].numpy()
         if not mask.any():
             continue
         detections.append(Detection(
-            class_id=int(class_id[query]), score=float(scored.score[keep[index]]), mask=mask,
-            embedding=query_embeddings[query].float().numpy().copy(),
-            class_probs=probabilities[query].numpy().copy(), query_index=int(query)))
+            class_id=int(class_ids[index]), score=float(scores[index]), mask=mask,
+            embedding=embeddings[index].numpy().copy(),
+            class_probs=class_probs[index].numpy().copy(), query_index=int(query)))
     return FrameDetections(height=box.height, width=box.width, detections=tuple(detections))
 
 
@@ -121,7 +129,8 @@ def _score_candidates(candidates: torch.Tensor, class_score: torch.Tensor,
     logit_threshold = math.log(settings.mask_threshold / (1.0 - settings.mask_threshold))
     chunk_size = settings.max_instances
     masks, inside, areas, scores = [], [], [], []
-    best = torch.zeros(0)
+    device = mask_logits.device
+    best = torch.zeros(0, device=device)
     evaluated = 0
     while evaluated < len(candidates):
         if len(best) >= settings.max_instances \
@@ -142,9 +151,10 @@ def _score_candidates(candidates: torch.Tensor, class_score: torch.Tensor,
         valid = score[(score >= settings.score_threshold) & (area > 0)]
         best = torch.cat([best, valid]).sort(descending=True).values
     if not masks:
-        masks = [torch.zeros((0, box.height, box.width), dtype=torch.bool)]
-        inside = [torch.zeros((0, box.height, box.width))]
-        areas, scores = [torch.zeros(0, dtype=torch.int32)], [torch.zeros(0)]
+        masks = [torch.zeros((0, box.height, box.width), dtype=torch.bool, device=device)]
+        inside = [torch.zeros((0, box.height, box.width), device=device)]
+        areas = [torch.zeros(0, dtype=torch.int32, device=device)]
+        scores = [torch.zeros(0, device=device)]
     return _ScoredCandidates(chunk_size, masks, inside, torch.cat(areas), torch.cat(scores))
 
 
@@ -167,5 +177,5 @@ def _resolve_overlaps(masks: torch.Tensor, inside_probability: torch.Tensor,
         better = (claims[index] > best).float()
         torch.maximum(best, claims[index], out=best)
         owner.mul_(1.0 - better).add_(better * index)
-    instance = torch.arange(len(claims), dtype=owner.dtype)[:, None, None]
+    instance = torch.arange(len(claims), dtype=owner.dtype, device=owner.device)[:, None, None]
     return masks & (owner[None] == instance)

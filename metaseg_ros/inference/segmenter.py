@@ -75,8 +75,9 @@ class MetaSegSegmenter:
         output = self.runner(images, self._memory)
         self._memory = output.memory
         self.frames_since_reset += 1
-        return select_instances(output.class_logits[0].cpu(), output.mask_logits[0].cpu(),
-                                output.query_embeddings[0].cpu(), box, self.settings)
+        # Post-processing runs where the outputs are (the GPU for eager/exported on CUDA).
+        return select_instances(output.class_logits[0], output.mask_logits[0],
+                                output.query_embeddings[0], box, self.settings)
 
     def reset(self) -> None:
         """Empty the memory ring (a new video starts)."""
@@ -109,7 +110,7 @@ class MetaSegSegmenter:
 
         if settings.num_threads > 0:
             torch.set_num_threads(settings.num_threads)
-        options = RunnerOptions(num_threads=settings.num_threads)
+        options = RunnerOptions(num_threads=settings.num_threads, precision=settings.precision)
         checkpoint = Path(settings.checkpoint) if settings.checkpoint else \
             shipped_checkpoint(settings.model_config)
         random_weights = checkpoint is None
@@ -128,7 +129,7 @@ class MetaSegSegmenter:
                 source = "random weights"
             model.eval()
             cache_key = str(checkpoint or f"random-{settings.model_config}")
-            backend = resolve_backend(settings.backend, settings.device)
+            backend = resolve_backend(settings.backend, settings.device, settings.precision)
             try:
                 runner = create_runner(model, backend, settings.device, cache_key=cache_key,
                                        log=log, options=options)
@@ -145,6 +146,8 @@ class MetaSegSegmenter:
             max_instances=settings.max_instances, resolve_overlaps=settings.resolve_overlaps,
             min_kept_fraction=settings.min_kept_fraction)
         chosen = f"{backend} (auto)" if settings.backend == "auto" else backend
+        if settings.precision != "float32":
+            chosen += f" {settings.precision}"
         description = (f"MetaSegmenter {config.name} ({source}) on {chosen}/"
                        f"{settings.device}, input {config.image_size[1]}x"
                        f"{config.image_size[0]}, memory of {config.memory_frames} frames")

@@ -82,6 +82,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=("auto", "eager", "onnxruntime", "tensorrt", "exported")),
     ParamSpec("device", "cpu", "Torch device for the eager/exported/tensorrt backends",
               choices=("cpu", "cuda")),
+    ParamSpec("precision", "float32", "Arithmetic of the eager backend: float16/bfloat16 run "
+              "the network under autocast (GPU tensor cores; see docs/benchmarks.md)",
+              choices=("float32", "float16", "bfloat16")),
     ParamSpec("num_threads", 0, "CPU threads for inference (0 = library default)",
               minimum=0, maximum=256),
     ParamSpec("segmenter", "", "Advanced: 'module:factory' returning an object with the "

@@ -1,0 +1,148 @@
+"""The GPU paths against the CPU: the eager and exported backends on CUDA compute what the
+CPU computes (network outputs over frames with the memory fed back, detections and track ids
+of the shipped model), and reduced precision stays close. Skipped without a CUDA device (CI
+has none; run on a GPU machine: `pytest test/test_cuda.py`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoGenerator
+from metaseg_ros.inference.backends import (
+    EagerRunner,
+    RunnerOptions,
+    create_runner,
+    resolve_backend,
+)
+from metaseg_ros.inference.export import compare_step_outputs
+from metaseg_ros.inference.factory import PipelineSettings, create_pipeline
+from metaseg_ros.inference.preprocess import letterbox_image
+from metaseg_ros.model import MetaSegmenter, get_config
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+FRAMES = 6
+
+
+def gated_model() -> MetaSegmenter:
+    """The tiny config with random weights and the memory gates open."""
+    torch.manual_seed(0)
+    model = MetaSegmenter(get_config("tiny", image_size=(256, 256)))
+    with torch.no_grad():
+        for index, layer in enumerate(model.transformer_decoder.layers):
+            layer.memory_attn.gate.fill_(0.3 + 0.05 * index)
+    return model.eval()
+
+
+def video(frames: int = FRAMES, size: tuple[int, int] = (360, 480)) -> list[np.ndarray]:
+    """A synthetic video of the kind the shipped model was trained on."""
+    generator = SyntheticVideoGenerator(SyntheticConfig(image_size=size, num_frames=frames),
+                                        seed=5)
+    script = generator.script(2)
+    return [generator.render(script, index)[0] for index in range(frames)]
+
+
+def network_inputs(model: MetaSegmenter) -> list[torch.Tensor]:
+    return [letterbox_image(frame, model.config.image_size, model.config.pixel_mean)[0]
+            for frame in video()]
+
+
+@pytest.fixture(autouse=True)
+def no_tf32():
+    """Full float32 on the GPU for the parity checks (TF32 convolutions differ ~1e-3)."""
+    previous = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def test_eager_cuda_matches_cpu_with_memory():
+    cpu = EagerRunner(gated_model(), "cpu")
+    cuda = EagerRunner(gated_model(), "cuda")
+    parity = compare_step_outputs(cpu, cuda, cpu.initial_memory(), cuda.initial_memory(),
+                                  network_inputs(cpu.model))
+    for frame in parity:
+        assert max(frame.relative_errors.values()) < 1e-3, frame
+        assert frame.mask_iou >= 0.995, frame
+
+
+def test_exported_program_on_cuda_matches_eager_cpu(tmp_path):
+    cpu = EagerRunner(gated_model(), "cpu")
+    exported = create_runner(gated_model(), "exported", "cuda",
+                             options=RunnerOptions(cache_dir=tmp_path))
+    parity = compare_step_outputs(cpu, exported, cpu.initial_memory(),
+                                  exported.initial_memory(), network_inputs(cpu.model))
+    for frame in parity:
+        assert max(frame.relative_errors.values()) < 1e-3, frame
+        assert frame.mask_iou >= 0.995, frame
+
+
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_reduced_precision_stays_close(precision):
+    full = EagerRunner(gated_model(), "cuda")
+    reduced = EagerRunner(gated_model(), "cuda", precision=precision)
+    parity = compare_step_outputs(full, reduced, full.initial_memory(),
+                                  reduced.initial_memory(), network_inputs(full.model))
+    # Relative to the largest value; float16 keeps ~3 digits, bfloat16 ~2.
+    max_error, min_iou = (0.02, 0.97) if precision == "float16" else (0.08, 0.93)
+    for frame in parity:
+        assert 0 < frame.relative_errors["class_logits"] < max_error, frame
+        assert frame.mask_iou >= min_iou, frame
+
+
+def test_auto_on_cuda_is_eager():
+    assert resolve_backend("auto", "cuda") == "eager"
+
+
+def tracked(device: str, precision: str = "float32") -> list[list[tuple[int, int, int]]]:
+    """(track id, class id, mask pixels) per instance per frame, shipped model, full pipeline."""
+    pipeline = create_pipeline(PipelineSettings(backend="auto", device=device,
+                                                precision=precision), log=lambda _: None)
+    return [sorted((i.track_id, i.class_id, int(i.mask.sum())) for i in
+                   pipeline.step(frame).instances) for frame in video()]
+
+
+def test_shipped_model_tracks_the_same_on_cuda_as_on_cpu():
+    cpu, cuda = tracked("cpu"), tracked("cuda")
+    assert sum(len(frame) for frame in cpu) >= FRAMES  # the model found the objects
+    for expected, got in zip(cpu, cuda, strict=True):
+        assert [(t, c) for t, c, _ in got] == [(t, c) for t, c, _ in expected]
+        for (_, _, a), (_, _, b) in zip(got, expected, strict=True):
+            assert abs(a - b) <= max(0.01 * b, 20)
+
+
+def test_shipped_model_in_float16_keeps_the_track_ids():
+    full, reduced = tracked("cuda"), tracked("cuda", "float16")
+    assert [[(t, c) for t, c, _ in frame] for frame in reduced] == \
+        [[(t, c) for t, c, _ in frame] for frame in full]
+
+
+def test_postprocessing_on_the_gpu_selects_what_the_cpu_selects():
+    from metaseg_ros.inference.postprocess import PostprocessSettings, select_instances
+    from metaseg_ros.inference.preprocess import Letterbox
+
+    generator = torch.Generator().manual_seed(3)
+    class_logits = torch.randn(50, 21, generator=generator) * 3
+    embeddings = torch.randn(50, 32, generator=generator)
+    # Blobs of random centre and radius (logit > 0 inside), partly overlapping.
+    centres = torch.rand(50, 2, 1, 1, generator=generator) * 64
+    radii = 3 + torch.rand(50, 1, 1, generator=generator) * 8
+    rows, cols = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    distance = ((rows - centres[:, 0]) ** 2 + (cols - centres[:, 1]) ** 2).sqrt()
+    mask_logits = 2.0 * (radii - distance)
+    box = Letterbox.fit(300, 400, (256, 256))
+    for settings in (PostprocessSettings(score_threshold=0.0),
+                     PostprocessSettings(score_threshold=0.2, resolve_overlaps=False)):
+        on_cpu = select_instances(class_logits, mask_logits, embeddings, box, settings)
+        on_gpu = select_instances(class_logits.cuda(), mask_logits.cuda(), embeddings.cuda(),
+                                  box, settings)
+        assert len(on_cpu.detections) >= 10
+        assert [d.query_index for d in on_gpu.detections] == \
+            [d.query_index for d in on_cpu.detections]
+        for a, b in zip(on_gpu.detections, on_cpu.detections, strict=True):
+            assert a.class_id == b.class_id and a.score == pytest.approx(b.score, abs=1e-4)
+            assert isinstance(a.mask, np.ndarray) and a.mask.shape == (300, 400)
+            assert (a.mask != b.mask).mean() < 1e-3
+            np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-6)
