@@ -3,10 +3,10 @@
     ros2 launch metaseg_ros metaseg.launch.py image:=/camera/image_raw
 
 Arguments: image (input topic; the compressed input is <image>/compressed), params_file,
-namespace, use_sim_time, backend (auto | eager | onnxruntime | tensorrt | exported; when
-given it overrides the params file, which says `auto` by default), and fastdds_profile (the
-shared-memory transport profile that lets large best-effort images through; exported as
-FASTDDS_DEFAULT_PROFILES_FILE and, on Humble/Iron/Jazzy, also as
+namespace, use_sim_time, backend (auto | eager | cudagraph | onnxruntime | tensorrt |
+exported; when given it overrides the params file, which says `auto` by default), and
+fastdds_profile (the shared-memory transport profile that lets large best-effort images
+through; exported as FASTDDS_DEFAULT_PROFILES_FILE and, on Humble/Iron/Jazzy, also as
 FASTRTPS_DEFAULT_PROFILES_FILE).
 
 metaseg_ros/ros/launch_command.py spells out the command line this file makes launch_ros
@@ -66,8 +66,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="Use /clock (bag replay, simulation)"),
         DeclareLaunchArgument("backend", default_value="",
-                              description="auto | eager | onnxruntime | tensorrt | exported "
-                                          "('' = as the params file says)"),
+                              description="auto | eager | cudagraph | onnxruntime | tensorrt | "
+                                          "exported ('' = as the params file says)"),
         DeclareLaunchArgument("fastdds_profile",
                               default_value=PathJoinSubstitution(
                                   [share, "config", "fastdds_shm.xml"]),

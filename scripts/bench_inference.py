@@ -265,7 +265,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--configs", nargs="+", default=["tiny", "r50"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[384, 512])
     parser.add_argument("--backends", nargs="+", default=["eager", "onnxruntime"],
-                        choices=["eager", "onnxruntime", "exported"])
+                        choices=["eager", "cudagraph", "onnxruntime", "exported"])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--precisions", nargs="+", default=["float32"],
                         choices=["float32", "float16", "bfloat16"],
@@ -319,12 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     for config in args.configs:
         for size in args.sizes:
             for backend in args.backends:
-                if backend != "eager":
+                if backend not in ("eager", "cudagraph"):
                     prepared = run_worker(args, config, size, backend, prepare=True)
                     how = "exported" if prepared["exported"] else "found in the cache"
                     print(f"# {config} {size} {backend}: {how} in {prepared['setup_s']} s "
                           "(separate process)", flush=True)
-                for precision in (args.precisions if backend == "eager" else ["float32"]):
+                reduced = backend in ("eager", "cudagraph")
+                for precision in (args.precisions if reduced else ["float32"]):
                     row = run_worker(args, config, size, backend, prepare=False,
                                      precision=precision)
                     rows.append(row)

@@ -2,13 +2,15 @@
 # The checks that need an NVIDIA GPU, as one script (CI has no GPU):
 #   1. what the machine offers (GPU, torch/CUDA, ONNX Runtime providers, Torch-TensorRT)
 #   2. test/test_cuda.py and test/test_inference_tensorrt.py (CUDA against the CPU)
-#   3. scripts/bench_inference.py on CUDA: eager float32/float16/bfloat16 and exported
+#   3. scripts/bench_inference.py on CUDA: eager and cudagraph, float32/float16/bfloat16
 #   4. scripts/bench_model.py --reference on CUDA: ours against transformers' Mask2Former
 # Logs and JSON go to $OUT (default ./gpu_check_out). Python packages the machine lacks can
 # be given as wheels in .whl/ (installed into a private target, nothing else touched).
 #
-#   scripts/gpu_check.sh            # everything, ~5 min on an H100/H200
+#   scripts/gpu_check.sh                    # everything, ~5 min on an H100/H200
+#   scripts/gpu_check.sh tests bench        # only these sections (tests bench reference)
 set -u
+SECTIONS=" ${*:-tests bench reference} "
 OUT=${OUT:-gpu_check_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 METASEG_CACHE_DIR=/tmp/metaseg_cache
@@ -37,16 +39,21 @@ for name in ("torch_tensorrt", "tensorrt"):
         print(f"{name}: not importable ({error})")
 EOF
 
-echo "== tests"
-timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider -rs test/test_cuda.py \
-  test/test_inference_tensorrt.py 2>&1 | tee "$OUT/pytest.log" | tail -25
-
-echo "== bench_inference (CUDA)"
-timeout 300 "$PYTHON" scripts/bench_inference.py --device cuda --configs tiny r50 --sizes 512 \
-  --backends eager exported --precisions float32 float16 bfloat16 --frames 30 --warmup 5 \
-  --threads 4 --json "$OUT/bench_inference_cuda.json" 2>&1 | tee "$OUT/bench_inference.log"
-
-echo "== bench_model --reference (CUDA)"
-timeout 150 "$PYTHON" scripts/bench_model.py --device cuda --configs r50 --sizes 512 \
-  --sampling grid_sample --reference --repeats 30 --warmup 5 \
-  --json "$OUT/bench_model_cuda.json" 2>&1 | tee "$OUT/bench_model.log"
+if [[ $SECTIONS == *" tests "* ]]; then
+  echo "== tests"
+  timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider -rs test/test_cuda.py \
+    test/test_inference_tensorrt.py 2>&1 | tee "$OUT/pytest.log" | tail -25
+fi
+if [[ $SECTIONS == *" bench "* ]]; then
+  echo "== bench_inference (CUDA)"
+  timeout 300 "$PYTHON" scripts/bench_inference.py --device cuda --configs tiny r50 \
+    --sizes 512 --backends eager cudagraph --precisions float32 float16 bfloat16 \
+    --frames 30 --warmup 5 --threads 4 --json "$OUT/bench_inference_cuda.json" 2>&1 \
+    | tee "$OUT/bench_inference.log"
+fi
+if [[ $SECTIONS == *" reference "* ]]; then
+  echo "== bench_model --reference (CUDA)"
+  timeout 150 "$PYTHON" scripts/bench_model.py --device cuda --configs r50 --sizes 512 \
+    --sampling grid_sample --reference --repeats 30 --warmup 5 \
+    --json "$OUT/bench_model_cuda.json" 2>&1 | tee "$OUT/bench_model.log"
+fi

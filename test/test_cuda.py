@@ -11,6 +11,7 @@ import torch
 
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoGenerator
 from metaseg_ros.inference.backends import (
+    CudaGraphRunner,
     EagerRunner,
     RunnerOptions,
     create_runner,
@@ -20,6 +21,7 @@ from metaseg_ros.inference.export import compare_step_outputs
 from metaseg_ros.inference.factory import PipelineSettings, create_pipeline
 from metaseg_ros.inference.preprocess import letterbox_image
 from metaseg_ros.model import MetaSegmenter, get_config
+from metaseg_ros.model.layers import MultiScaleDeformableAttention
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -92,20 +94,59 @@ def test_reduced_precision_stays_close(precision):
         assert frame.mask_iou >= min_iou, frame
 
 
-def test_auto_on_cuda_is_eager():
-    assert resolve_backend("auto", "cuda") == "eager"
+@pytest.mark.parametrize("precision", ["float32", "float16"])
+def test_cuda_graph_replays_the_eager_step(precision):
+    eager = EagerRunner(gated_model(), "cuda", precision=precision)
+    graph = CudaGraphRunner(gated_model(), "cuda", precision=precision)
+    parity = compare_step_outputs(eager, graph, eager.initial_memory(), graph.initial_memory(),
+                                  network_inputs(eager.model))
+    for frame in parity:
+        assert max(frame.relative_errors.values()) < 1e-4, frame
+        assert frame.mask_iou >= 0.999, frame
 
 
-def tracked(device: str, precision: str = "float32") -> list[list[tuple[int, int, int]]]:
+def test_cuda_graph_results_outlive_later_calls():
+    graph = CudaGraphRunner(gated_model(), "cuda")
+    first_frame, second_frame = network_inputs(graph._eager.model)[:2]
+    first = graph(first_frame, graph.initial_memory())
+    kept = first.mask_logits.clone(), first.memory.features.clone()
+    second = graph(second_frame, first.memory)
+    assert torch.equal(first.mask_logits, kept[0])
+    assert torch.equal(first.memory.features, kept[1])
+    assert not torch.equal(second.mask_logits, first.mask_logits)
+
+
+def test_training_on_cuda_after_inference_steps():
+    """The deformable attention keeps a small constant per device between GPU steps (so a
+    CUDA graph copies nothing from the host); one made under inference_mode must never reach
+    a training step."""
+    model = gated_model().cuda()
+    runner = CudaGraphRunner(model, "cuda")
+    runner(network_inputs(model)[0], runner.initial_memory())
+    model.train()
+    output = model(torch.rand(1, 3, 256, 256, device="cuda") * 255, model.initial_memory(
+        1, device=torch.device("cuda")))
+    (output.mask_logits.mean() + output.class_logits.mean()).backward()
+    deformable = [m for m in model.modules() if isinstance(m, MultiScaleDeformableAttention)]
+    assert deformable and all(m.sampling_offsets.weight.grad is not None for m in deformable)
+
+
+def test_auto_on_cuda_is_the_cuda_graph():
+    assert resolve_backend("auto", "cuda") == "cudagraph"
+
+
+def tracked(device: str, precision: str = "float32",
+            backend: str = "auto") -> list[list[tuple[int, int, int]]]:
     """(track id, class id, mask pixels) per instance per frame, shipped model, full pipeline."""
-    pipeline = create_pipeline(PipelineSettings(backend="auto", device=device,
+    pipeline = create_pipeline(PipelineSettings(backend=backend, device=device,
                                                 precision=precision), log=lambda _: None)
     return [sorted((i.track_id, i.class_id, int(i.mask.sum())) for i in
                    pipeline.step(frame).instances) for frame in video()]
 
 
-def test_shipped_model_tracks_the_same_on_cuda_as_on_cpu():
-    cpu, cuda = tracked("cpu"), tracked("cuda")
+@pytest.mark.parametrize("backend", ["eager", "cudagraph"])
+def test_shipped_model_tracks_the_same_on_cuda_as_on_cpu(backend):
+    cpu, cuda = tracked("cpu"), tracked("cuda", backend=backend)
     assert sum(len(frame) for frame in cpu) >= FRAMES  # the model found the objects
     for expected, got in zip(cpu, cuda, strict=True):
         assert [(t, c) for t, c, _ in got] == [(t, c) for t, c, _ in expected]

@@ -236,7 +236,7 @@ def test_ready_made_onnx_file_runs_from_the_node_settings(runners, eager_detecti
 
 def test_auto_backend_choice(monkeypatch):
     assert resolve_backend("auto", "cpu") == "onnxruntime"  # installed here
-    assert resolve_backend("auto", "cuda") == "eager"  # until TensorRT is verified on a GPU
+    assert resolve_backend("auto", "cuda") == "cudagraph"  # measured on an H200
     assert resolve_backend("exported", "cpu") == "exported"
     import metaseg_ros.inference.backends as backends
 
@@ -377,12 +377,15 @@ def test_eager_grid_sample_equals_the_export_sampling(model):
 
 
 def test_unknown_backend_and_unavailable_devices(model, tmp_path):
-    with pytest.raises(ValueError, match="available: eager, onnxruntime, exported, tensorrt"):
+    with pytest.raises(ValueError,
+                       match="available: eager, cudagraph, onnxruntime, exported, tensorrt"):
         create_runner(model, "openvino", "cpu")
+    with pytest.raises(BackendUnavailableError, match="'cudagraph' runs on device 'cuda' only"):
+        create_runner(model, "cudagraph", "cpu")
     with pytest.raises(ValueError, match="device"):
         create_runner(model, "eager", "tpu")
     if not torch.cuda.is_available():
-        for backend in ("eager", "exported"):
+        for backend in ("eager", "cudagraph", "exported"):
             with pytest.raises(BackendUnavailableError, match="sees no CUDA device"):
                 create_runner(model, backend, "cuda",
                               options=RunnerOptions(cache_dir=tmp_path))
@@ -418,7 +421,7 @@ def test_precision_is_checked_and_belongs_to_eager(model, tmp_path):
         RunnerOptions(precision="int8")
     with pytest.raises(ValueError, match="precision must be one of"):
         EagerRunner(small_model(), "cpu", precision="half")
-    with pytest.raises(ValueError, match="applies to backend 'eager' only"):
+    with pytest.raises(ValueError, match="applies to backends 'eager' and 'cudagraph' only"):
         create_runner(model, "onnxruntime", "cpu",
                       options=RunnerOptions(cache_dir=tmp_path, precision="float16"))
     assert list(tmp_path.iterdir()) == []

@@ -230,6 +230,8 @@ class MultiScaleDeformableAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, num_levels: int, num_points: int) -> None:
         super().__init__()
         self.sampling = "gather"
+        # (spatial shapes, dtype, device) -> (L, 2) tensor, for CUDA only: the last one made.
+        self._normalizer_cache: tuple[tuple, Tensor] | None = None
         if dim % num_heads:
             raise ValueError(f"dim {dim} not divisible by {num_heads} heads")
         self.num_heads = num_heads
@@ -274,8 +276,7 @@ class MultiScaleDeformableAttention(nn.Module):
         # Sampling positions need more precision than float16/bfloat16 give on large maps
         # (Mask2Former runs this module in float32 too): compute them in float32 at least.
         work = _compute_dtype(query.dtype)
-        normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=work,
-                                  device=query.device)  # (L, 2) as (x, y)
+        normalizer = self._normalizer(spatial_shapes, work, query.device)  # (L, 2) as (x, y)
         locations = (reference_points.to(work)[:, :, None, None, None, :]
                      + offsets.to(work) / normalizer[None, None, None, :, None, :])
         if self.sampling == "grid_sample":
@@ -283,6 +284,20 @@ class MultiScaleDeformableAttention(nn.Module):
         else:
             out = multi_scale_deformable_sample(value, spatial_shapes, locations, weights)
         return self.output_proj(out)
+
+    def _normalizer(self, spatial_shapes: list[tuple[int, int]], dtype: torch.dtype,
+                    device: torch.device) -> Tensor:
+        """(L, 2) level sizes as (w, h). Made from Python numbers, i.e. copied from the host:
+        on a GPU the last one is kept, so that a step captured into a CUDA graph (after
+        warm-up steps) copies nothing from the host. Never cached while being traced."""
+        sizes = [[w, h] for h, w in spatial_shapes]
+        if torch.compiler.is_compiling() or device.type != "cuda":
+            return torch.tensor(sizes, dtype=dtype, device=device)
+        # An inference-mode tensor must not reach training (autograd refuses to save it).
+        key = (tuple(spatial_shapes), dtype, device, torch.is_inference_mode_enabled())
+        if self._normalizer_cache is None or self._normalizer_cache[0] != key:
+            self._normalizer_cache = (key, torch.tensor(sizes, dtype=dtype, device=device))
+        return self._normalizer_cache[1]
 
 
 def set_deformable_sampling(model: nn.Module, mode: str) -> None:

@@ -78,12 +78,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "or of an export made by metaseg-export (.onnx, .pt2, .ep: run on the matching "
               "backend); '' = the weights shipped with the package, random weights if none"),
     ParamSpec("backend", "auto", "Inference backend; auto = onnxruntime on CPU when installed "
-              "(exports once into $METASEG_CACHE_DIR), else eager",
-              choices=("auto", "eager", "onnxruntime", "tensorrt", "exported")),
-    ParamSpec("device", "cpu", "Torch device for the eager/exported/tensorrt backends",
+              "(exports once into $METASEG_CACHE_DIR), else eager; cudagraph on CUDA (the "
+              "eager step replayed as a CUDA graph)",
+              choices=("auto", "eager", "cudagraph", "onnxruntime", "tensorrt", "exported")),
+    ParamSpec("device", "cpu", "Torch device of the eager, cudagraph, exported and tensorrt "
+              "backends",
               choices=("cpu", "cuda")),
-    ParamSpec("precision", "float32", "Arithmetic of the eager backend: float16/bfloat16 run "
-              "the network under autocast (GPU tensor cores; see docs/benchmarks.md)",
+    ParamSpec("precision", "float32", "Arithmetic of the eager and cudagraph backends: "
+              "float16/bfloat16 run the network under autocast (GPU tensor cores; see "
+              "docs/benchmarks.md)",
               choices=("float32", "float16", "bfloat16")),
     ParamSpec("num_threads", 0, "CPU threads for inference (0 = library default)",
               minimum=0, maximum=256),
