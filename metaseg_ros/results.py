@@ -47,6 +47,8 @@ class Detection:
     class_probs: (C,) float32 class probabilities over the model's classes, the
         no-object class excluded (used by the tracker's class vote).
     query_index: the decoder query slot that produced it (-1 when not applicable).
+    bbox: a box holding every pixel of the mask (post-processing gives the tight one), so
+        that consumers read only that part of the mask; None when the producer does not know.
     """
 
     class_id: int
@@ -55,6 +57,7 @@ class Detection:
     embedding: np.ndarray
     class_probs: np.ndarray
     query_index: int = -1
+    bbox: BoundingBox | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -40,7 +40,7 @@ from metaseg_ros.eval import (
     hota_metrics,
     mot_metrics_combined,
 )
-from metaseg_ros.results import Detection, FrameDetections
+from metaseg_ros.results import BoundingBox, Detection, FrameDetections
 from metaseg_ros.tracking import (
     Tracker,
     TrackerConfig,
@@ -246,9 +246,10 @@ def section_ablation(seeds: int, noise_name: str = "moderate") -> None:
     print()
 
 
-def _speed_frames(num_objects: int, size: int, frames: int, rng: np.random.Generator
-                  ) -> list[FrameDetections]:
-    """num_objects discs moving slowly, detected every frame (so every track stays live)."""
+def _speed_frames(num_objects: int, size: int, frames: int, rng: np.random.Generator,
+                  with_boxes: bool = True) -> list[FrameDetections]:
+    """num_objects discs moving slowly, detected every frame (so every track stays live);
+    with_boxes: each detection carries its mask's box, as post-processing gives it."""
     centers = rng.uniform(40, size - 40, size=(num_objects, 2))
     radii = rng.uniform(15, 45, size=num_objects)
     velocity = rng.normal(0, 1.5, size=(num_objects, 2))
@@ -266,7 +267,8 @@ def _speed_frames(num_objects: int, size: int, frames: int, rng: np.random.Gener
             detections.append(Detection(
                 class_id=k % len(DEFAULT_CLASSES), score=0.9, mask=mask,
                 embedding=(identities[k] + rng.normal(0, 0.1, 256)).astype(np.float32),
-                class_probs=probs, query_index=k))
+                class_probs=probs, query_index=k,
+                bbox=BoundingBox.from_mask(mask) if with_boxes else None))
         result.append(FrameDetections(size, size, tuple(detections)))
     return result
 
@@ -280,34 +282,58 @@ def _median_ms(function: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def _step_times(frames: list[FrameDetections], num_objects: int) -> tuple[float, float, Tracker]:
+    """Median wall and thread-CPU ms of Tracker.update after 5 warm-up frames."""
+    tracker = Tracker(TrackerConfig(confirm_hits=1), DEFAULT_CLASSES)
+    for frame in frames[:5]:  # warm up: all tracks born and confirmed
+        tracker.update(frame)
+    times, cpu_times = [], []
+    for frame in frames[5:]:
+        start, cpu_start = time.perf_counter(), time.thread_time()
+        published = tracker.update(frame)
+        times.append((time.perf_counter() - start) * 1e3)
+        cpu_times.append((time.thread_time() - cpu_start) * 1e3)
+    assert len(published) == num_objects, "every object must stay tracked"
+    return statistics.median(times), statistics.median(cpu_times), tracker
+
+
 def section_speed(repeats: int) -> None:
+    import torch
     from pycocotools import mask as mask_utils
 
+    from metaseg_ros.inference.postprocess import _row_counts, _tight_boxes
+
+    torch.set_num_threads(1)
     print("### Cost of one tracker step\n")
     print(f"Machine: {platform.processor() or platform.machine()}, numpy {np.__version__}; "
           f"median of {repeats} steps, single thread.\n")
     print("Wall time is what a caller waits; CPU time (this thread) is less sensitive to "
-          "other processes on a shared machine.\n")
-    print("| tracks x detections | mask size | update() wall | update() CPU | mask packing | "
-          "mask IoU | similarity (all terms) | Hungarian |")
-    print("|---|---|---|---|---|---|---|---|")
+          "other processes on a shared machine. 'with boxes': detections carry the box of "
+          "their mask, as post-processing gives them (the node's path); 'masks only': a "
+          "Segmenter plugin that gives none, so the tracker reads whole masks. 'boxes in "
+          "post-processing': what finding those boxes adds there (torch, one thread; the "
+          "rows come from the per-row pixel counts it makes for the mask areas anyway).\n")
+    print("| tracks x detections | mask size | update() with boxes: wall | CPU | "
+          "update() masks only: wall | boxes in post-processing | mask packing with boxes / "
+          "without | mask IoU | similarity (all terms) | Hungarian |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for num_objects, size in ((20, 512), (20, 256), (5, 512), (50, 512)):
         frames = _speed_frames(num_objects, size, repeats + 5, rng)
-        tracker = Tracker(TrackerConfig(confirm_hits=1), DEFAULT_CLASSES)
-        for frame in frames[:5]:  # warm up: all tracks born and confirmed
-            tracker.update(frame)
-        times, cpu_times = [], []
-        for frame in frames[5:]:
-            start, cpu_start = time.perf_counter(), time.thread_time()
-            published = tracker.update(frame)
-            times.append((time.perf_counter() - start) * 1e3)
-            cpu_times.append((time.thread_time() - cpu_start) * 1e3)
-        assert len(published) == num_objects, "every object must stay tracked"
-        masks = [d.mask for d in frames[-1].detections]
-        previous = [summarize_mask(d.mask) for d in frames[-2].detections]
-        packing = _median_ms(lambda masks=masks: [summarize_mask(m) for m in masks], repeats)
-        current = [summarize_mask(m) for m in masks]
+        wall, cpu, tracker = _step_times(frames, num_objects)
+        bare = [FrameDetections(f.height, f.width, tuple(
+            dataclasses.replace(d, bbox=None) for d in f.detections)) for f in frames]
+        bare_wall, _, _ = _step_times(bare, num_objects)
+        detections = frames[-1].detections
+        stacked = torch.from_numpy(np.stack([d.mask for d in detections]))
+        rows = _row_counts(stacked)  # post-processing has them already (mask areas)
+        boxes = _median_ms(lambda m=stacked, r=rows: _tight_boxes(m, r), repeats)
+        previous = [summarize_mask(d.mask, d.bbox) for d in frames[-2].detections]
+        packing = _median_ms(
+            lambda ds=detections: [summarize_mask(d.mask, d.bbox) for d in ds], repeats)
+        packing_bare = _median_ms(
+            lambda ds=detections: [summarize_mask(d.mask) for d in ds], repeats)
+        current = [summarize_mask(d.mask, d.bbox) for d in detections]
         iou = _median_ms(lambda c=current, p=previous: pairwise_iou(c, p), repeats)
         candidates = tracker._prepare(frames[-1])
         live = tracker._tracks
@@ -315,9 +341,9 @@ def section_speed(repeats: int) -> None:
             lambda c=candidates, t=live, k=tracker: k._similarity(c, t), repeats)
         cost = 1.0 - tracker._similarity(candidates, live)
         hungarian = _median_ms(lambda c=cost: assign(c, 0.5), repeats)
-        print(f"| {num_objects} x {num_objects} | {size}x{size} | "
-              f"{statistics.median(times):.3f} ms | {statistics.median(cpu_times):.3f} ms | "
-              f"{packing:.3f} ms | {iou:.3f} ms | "
+        print(f"| {num_objects} x {num_objects} | {size}x{size} | **{wall:.3f} ms** | "
+              f"{cpu:.3f} ms | {bare_wall:.3f} ms | {boxes:.3f} ms | "
+              f"{packing:.3f} / {packing_bare:.3f} ms | {iou:.3f} ms | "
               f"{similarity:.3f} ms | {hungarian:.3f} ms |", flush=True)
 
     frames = _speed_frames(20, 512, 2, np.random.default_rng(1))

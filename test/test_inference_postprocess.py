@@ -27,6 +27,7 @@ from metaseg_ros.inference.postprocess import PostprocessSettings, select_instan
 from metaseg_ros.inference.preprocess import Letterbox
 from metaseg_ros.inference.segmenter import MetaSegSegmenter
 from metaseg_ros.model import MetaSegmenter, get_config
+from metaseg_ros.results import BoundingBox
 
 pytest.importorskip("PIL")
 hf_processing = pytest.importorskip(
@@ -137,6 +138,22 @@ def test_max_instances_keeps_the_best_scores():
         score_threshold=0.0, max_instances=5, resolve_overlaps=False)).detections
     assert [d.query_index for d in best] == \
         [d.query_index for d in sorted(everything, key=lambda d: -d.score)[:5]]
+
+
+@pytest.mark.parametrize("resolve_overlaps", [False, True])
+def test_every_detection_carries_the_tight_box_of_its_mask(resolve_overlaps):
+    generator = torch.Generator().manual_seed(8)
+    class_logits = dominant_class_logits(generator)
+    mask_logits = blob_logits(generator, QUERIES)
+    box = Letterbox.fit(300, 500, (INPUT, INPUT))  # a wide frame: letterboxed, resized
+    detections = select_instances(class_logits, mask_logits, torch.zeros(QUERIES, 8), box,
+                                  PostprocessSettings(score_threshold=0.0, max_instances=QUERIES,
+                                                      resolve_overlaps=resolve_overlaps,
+                                                      min_kept_fraction=0.0)).detections
+    assert len(detections) >= QUERIES // 2
+    for detection in detections:
+        assert detection.mask.any()
+        assert detection.bbox == BoundingBox.from_mask(detection.mask)
 
 
 def test_mask_threshold_is_a_probability_on_the_frame():

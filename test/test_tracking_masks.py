@@ -38,6 +38,35 @@ def test_summary_area_and_box_are_exact(shape: tuple[int, int]) -> None:
         assert (summary.height, summary.width) == shape
 
 
+@pytest.mark.parametrize("shape", [(512, 512), (480, 640), (37, 53), (65, 130), (1, 1)])
+def test_summary_from_the_tight_box_equals_the_whole_mask_read(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(shape[0] + shape[1])
+    masks = [*random_masks(rng, *shape, 10), np.zeros(shape, bool), np.ones(shape, bool)]
+    boxed = [summarize_mask(m, BoundingBox.from_mask(m)) for m in masks]
+    whole = [summarize_mask(m) for m in masks]
+    for a, b in zip(boxed, whole, strict=True):
+        assert (a.area, a.bbox, a.box_row) == (b.area, b.bbox, b.box_row)
+    expected = np.array([[int((a & b).sum()) for b in masks] for a in masks])
+    np.testing.assert_array_equal(pairwise_intersection(boxed, whole), expected)
+    np.testing.assert_array_equal(pairwise_intersection(boxed, boxed), expected)
+
+
+def test_summary_from_a_box_reads_only_the_box() -> None:
+    mask = np.zeros((512, 512), bool)
+    mask[100:140, 200:260] = True
+    mask[5, 5] = True  # outside the box given: ignored, as documented
+    summary = summarize_mask(mask, BoundingBox(200, 100, 60, 40))
+    assert summary.area == 40 * 60 and summary.bbox == BoundingBox(200, 100, 60, 40)
+    assert summary.words.shape == (40, 2)  # rows and 64-bit words of the box only
+    # A box holding the mask but not tight (a plugin's) keeps area and IoU exact; the box
+    # reported is the one given, clipped to the image.
+    loose = summarize_mask(mask, BoundingBox(150, 90, 500, 60))
+    assert loose.area == 40 * 60 and loose.bbox == BoundingBox(150, 90, 362, 60)
+    assert pairwise_iou([loose], [summarize_mask(mask[::1])])[0, 0] == pytest.approx(
+        2400 / 2401)
+    assert summarize_mask(mask, BoundingBox(0, 0, 0, 0)).area == 0
+
+
 def test_summary_single_pixels_in_every_column() -> None:
     height, width = 3, 130  # crosses byte and 64-bit word boundaries
     for column in range(width):

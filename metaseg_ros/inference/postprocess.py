@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from metaseg_ros.inference.preprocess import Letterbox, masks_to_frame
-from metaseg_ros.results import Detection, FrameDetections
+from metaseg_ros.results import BoundingBox, Detection, FrameDetections
 
 # At most this many candidates per kept instance are upsampled to full resolution.
 CANDIDATES_PER_INSTANCE = 2
@@ -69,14 +69,17 @@ def select_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor,
     keep = keep[(scored.score[keep] >= settings.score_threshold) & (scored.area[keep] > 0)]
     keep = keep[: settings.max_instances]
     masks = scored.rows(scored.masks, keep)
+    row_counts = scored.rows(scored.row_counts, keep)
     if settings.resolve_overlaps and len(keep) > 1:
         masks = _resolve_overlaps(masks, scored.rows(scored.inside_probability, keep),
                                   scored.score[keep])
+        row_counts = _row_counts(masks)
         if settings.min_kept_fraction > 0.0:
-            kept_area = masks.view(torch.uint8).flatten(1).sum(dim=1, dtype=torch.int32)
+            kept_area = row_counts.sum(dim=1, dtype=torch.int32)
             enough = kept_area >= settings.min_kept_fraction * scored.area[keep]
-            masks, keep = masks[enough], keep[enough]
+            masks, keep, row_counts = masks[enough], keep[enough], row_counts[enough]
 
+    boxes = _tight_boxes(masks, row_counts).tolist()
     # One transfer per output from a GPU (no-ops on the CPU).
     selected = candidates[keep]
     queries, masks, scores = selected.cpu(), masks.cpu(), scored.score[keep].cpu()
@@ -84,13 +87,14 @@ def select_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor,
     class_probs, class_ids = probabilities[selected].cpu(), class_id[selected].cpu()
     detections = []
     for index, query in enumerate(queries.tolist()):
-        mask = masks[index].numpy()
-        if not mask.any():
+        x0, y0, x1, y1 = boxes[index]
+        if x1 <= x0:  # an empty mask
             continue
         detections.append(Detection(
-            class_id=int(class_ids[index]), score=float(scores[index]), mask=mask,
-            embedding=embeddings[index].numpy().copy(),
-            class_probs=class_probs[index].numpy().copy(), query_index=int(query)))
+            class_id=int(class_ids[index]), score=float(scores[index]),
+            mask=masks[index].numpy(), embedding=embeddings[index].numpy().copy(),
+            class_probs=class_probs[index].numpy().copy(), query_index=int(query),
+            bbox=BoundingBox(x0, y0, x1 - x0, y1 - y0)))
     return FrameDetections(height=box.height, width=box.width, detections=tuple(detections))
 
 
@@ -100,12 +104,14 @@ class _ScoredCandidates:
     the kept rows are ever copied).
 
     masks: binary masks; inside_probability: mask probability inside the mask, exactly 0
-    outside; area (int32) and score per evaluated candidate, in candidate order.
+    outside; row_counts: pixels of each mask row; area (int32) and score per evaluated
+    candidate, in candidate order.
     """
 
     chunk_size: int
     masks: list[torch.Tensor]
     inside_probability: list[torch.Tensor]
+    row_counts: list[torch.Tensor]
     area: torch.Tensor
     score: torch.Tensor
 
@@ -128,7 +134,7 @@ def _score_candidates(candidates: torch.Tensor, class_score: torch.Tensor,
     """
     logit_threshold = math.log(settings.mask_threshold / (1.0 - settings.mask_threshold))
     chunk_size = settings.max_instances
-    masks, inside, areas, scores = [], [], [], []
+    masks, inside, row_counts, areas, scores = [], [], [], [], []
     device = mask_logits.device
     best = torch.zeros(0, device=device)
     evaluated = 0
@@ -140,12 +146,14 @@ def _score_candidates(candidates: torch.Tensor, class_score: torch.Tensor,
         evaluated += len(chunk)
         logits = masks_to_frame(mask_logits[chunk].float(), box)
         chunk_masks = logits > logit_threshold
-        area = chunk_masks.view(torch.uint8).flatten(1).sum(dim=1, dtype=torch.int32)
+        rows = _row_counts(chunk_masks)
+        area = rows.sum(dim=1, dtype=torch.int32)
         # sigmoid(-inf) = 0: the probability inside the mask (same comparison), 0 outside.
         probability = F.threshold_(logits, logit_threshold, -math.inf).sigmoid_()
         score = class_score[chunk] * (probability.flatten(1).sum(dim=1) / (area + 1e-6))
         masks.append(chunk_masks)
         inside.append(probability)
+        row_counts.append(rows)
         areas.append(area)
         scores.append(score)
         valid = score[(score >= settings.score_threshold) & (area > 0)]
@@ -153,9 +161,35 @@ def _score_candidates(candidates: torch.Tensor, class_score: torch.Tensor,
     if not masks:
         masks = [torch.zeros((0, box.height, box.width), dtype=torch.bool, device=device)]
         inside = [torch.zeros((0, box.height, box.width), device=device)]
+        row_counts = [torch.zeros((0, box.height), dtype=torch.int32, device=device)]
         areas = [torch.zeros(0, dtype=torch.int32, device=device)]
         scores = [torch.zeros(0, device=device)]
-    return _ScoredCandidates(chunk_size, masks, inside, torch.cat(areas), torch.cat(scores))
+    return _ScoredCandidates(chunk_size, masks, inside, row_counts, torch.cat(areas),
+                             torch.cat(scores))
+
+
+def _row_counts(masks: torch.Tensor) -> torch.Tensor:
+    """(K, H) pixels per row of (K, H, W) bool masks. Summed into int16 where rows are
+    narrower than 32768 pixels: 3x faster on a CPU than an int32 sum (which this replaced as
+    the way to count a mask's area)."""
+    dtype = torch.int16 if masks.shape[-1] < 2**15 else torch.int32
+    return masks.view(torch.uint8).sum(dim=-1, dtype=dtype)
+
+
+def _tight_boxes(masks: torch.Tensor, row_counts: torch.Tensor) -> torch.Tensor:
+    """(K, 4) int64 half-open boxes (x0, y0, x1, y1) of (K, H, W) bool masks whose
+    `row_counts` (K, H) are known; x1 = x0 = 0 for an empty mask. One more reduction over
+    the masks (their columns, ~4 us per 512x512 mask on a CPU core), so that nothing
+    downstream has to read a whole mask to find its object."""
+    if len(masks) == 0:
+        return torch.zeros((0, 4), dtype=torch.int64)
+    rows = row_counts > 0
+    cols = masks.view(torch.uint8).amax(dim=1) > 0  # (K, W)
+    top, left = rows.int().argmax(dim=1), cols.int().argmax(dim=1)  # first occupied
+    bottom = rows.shape[1] - rows.flip(1).int().argmax(dim=1)
+    right = cols.shape[1] - cols.flip(1).int().argmax(dim=1)
+    boxes = torch.stack([left, top, right, bottom], dim=1)
+    return torch.where(rows.any(dim=1, keepdim=True), boxes, 0).cpu()
 
 
 def _resolve_overlaps(masks: torch.Tensor, inside_probability: torch.Tensor,

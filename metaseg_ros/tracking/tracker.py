@@ -3,7 +3,8 @@
 Causal (frame by frame, no look-ahead), no ROS. One `update` per frame:
 
 1. detections below `min_score` are dropped; each remaining mask is packed once
-   (`summarize_mask`), its embedding L2-normalised, its class probabilities normalised;
+   (`summarize_mask`, inside `Detection.bbox` when given), its embedding L2-normalised, its
+   class probabilities normalised;
 2. every (detection, live track) pair gets a similarity: embedding cosine with the track's
    bank, exact mask IoU with the track's last mask, Bhattacharyya agreement of the class
    distributions (weights in `TrackerConfig`);
@@ -231,7 +232,8 @@ class Tracker:
         embeddings = np.array([d.embedding for d in kept], dtype=np.float64).reshape(
             len(kept), -1)
         embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), _EPS)
-        return _Candidates(detections=kept, summaries=[summarize_mask(d.mask) for d in kept],
+        return _Candidates(detections=kept,
+                           summaries=[summarize_mask(d.mask, d.bbox) for d in kept],
                            embeddings=embeddings,
                            class_probs=self._class_distributions(kept, num_classes))
 
