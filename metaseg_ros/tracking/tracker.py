@@ -223,15 +223,19 @@ class Tracker:
         if not kept:
             return _Candidates([], [], np.zeros((0, self._embedding_dim or 0)),
                                np.zeros((0, num_classes)))
-        sizes = {np.size(d.embedding) for d in kept}
-        if len(sizes) != 1 or (self._embedding_dim is not None
-                               and self._embedding_dim not in sizes):
-            raise ValueError(f"embedding sizes {sorted(sizes)} differ from each other or from "
+        try:  # one (N, D) array, or a ragged list that numpy refuses
+            embeddings = np.array([d.embedding for d in kept], dtype=np.float64).reshape(
+                len(kept), -1)
+        except ValueError:
+            embeddings = None
+        if embeddings is None or embeddings.shape[1] != np.size(kept[0].embedding) or (
+                self._embedding_dim not in (None, embeddings.shape[1])):
+            sizes = sorted({np.size(d.embedding) for d in kept})
+            raise ValueError(f"embedding sizes {sizes} differ from each other or from "
                              f"the earlier {self._embedding_dim}")
-        self._embedding_dim = sizes.pop()
-        embeddings = np.array([d.embedding for d in kept], dtype=np.float64).reshape(
-            len(kept), -1)
-        embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), _EPS)
+        self._embedding_dim = embeddings.shape[1]
+        norms = np.sqrt(np.einsum("ij,ij->i", embeddings, embeddings))
+        embeddings /= np.maximum(norms, _EPS)[:, None]
         return _Candidates(detections=kept,
                            summaries=[summarize_mask(d.mask, d.bbox) for d in kept],
                            embeddings=embeddings,
@@ -327,10 +331,10 @@ class Tracker:
             if not columns.size or not free.size:
                 continue
             result = assign(cost[np.ix_(free, columns)], max_cost)
-            matches.extend((int(free[r]), int(columns[c])) for r, c in result.matches)
+            matches.extend(zip(free[result.matches[:, 0]].tolist(),
+                               columns[result.matches[:, 1]].tolist(), strict=True))
             free = free[result.unmatched_rows]
-        matched_tracks = {t for _, t in matches}
-        unmatched_tracks = {i for i in range(len(tracks)) if i not in matched_tracks}
+        unmatched_tracks = set(range(len(tracks))).difference(t for _, t in matches)
         return matches, unmatched_tracks, free.tolist()
 
     def _update_track(self, track: _Track, candidates: _Candidates, det_index: int) -> None:
