@@ -10,6 +10,17 @@ several variants and prints video mask AP, IDF1, HOTA and ID switches for each:
   decoder query that produced a track's last detection is preferred for it;
 - memory off: the model's memory is emptied before every frame (the image Mask2Former);
 - memory on, the tracker without query embeddings (mask IoU and class only).
+
+With --sweep FIELD VALUE..., instead: the shipped configuration with one tracker setting
+varied (the segmenter runs once per video; its detections are replayed to each tracker):
+
+    .venv/bin/python scripts/bench_memory_tracking.py \
+        --checkpoint metaseg_ros/weights/metaseg_tiny --first-video 200000 \
+        --sweep embedding_weight 0 0.3 0.6
+
+With --false-positives: the published instances of the shipped configuration and of the
+tracker without embeddings, split by their best mask IoU with a ground-truth object: true
+(>= 0.5, as MOTA counts), a part of an object (0.1-0.5), no object (< 0.1).
 """
 
 from __future__ import annotations
@@ -22,12 +33,47 @@ import torch
 
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
 from metaseg_ros.inference.backends import EagerRunner
+from metaseg_ros.inference.pipeline import PerceptionPipeline
 from metaseg_ros.inference.postprocess import PostprocessSettings
 from metaseg_ros.inference.segmenter import MetaSegSegmenter
 from metaseg_ros.model.checkpoint import load_checkpoint
 from metaseg_ros.results import FrameDetections
-from metaseg_ros.tracking import TrackerConfig
+from metaseg_ros.tracking import Tracker, TrackerConfig
 from metaseg_ros.train.evaluate import evaluate_segmenter
+
+
+class RecordedSegmenter:
+    """Records a segmenter's detections video by video (a video starts at reset()) and
+    replays them: tracker settings compared on identical detections, the model run once."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.videos: list[list[FrameDetections]] = []
+        self.replaying = False
+        self._video = self._frame = -1
+
+    @property
+    def class_names(self):
+        return self.inner.class_names
+
+    def step(self, image: np.ndarray) -> FrameDetections:
+        if self.replaying:
+            self._frame += 1
+            return self.videos[self._video][self._frame]
+        detections = self.inner.step(image)
+        self.videos[-1].append(detections)
+        return detections
+
+    def reset(self) -> None:
+        if self.replaying:
+            self._video, self._frame = self._video + 1, -1
+        else:
+            self.inner.reset()
+            self.videos.append([])
+
+    def replay(self) -> None:
+        """Replay from the first recorded video on."""
+        self.replaying, self._video, self._frame = True, -1, -1
 
 
 class MemorylessSegmenter:
@@ -48,6 +94,27 @@ class MemorylessSegmenter:
         self.inner.reset()
 
 
+def published_overlaps(segmenter, source, tracker_config: TrackerConfig
+                       ) -> tuple[dict[str, int], dict[str, list[float]]]:
+    """Published instances counted by their best mask IoU with a ground-truth object of the
+    frame ('true' >= 0.5, 'part' 0.1-0.5, 'none' < 0.1), and their scores."""
+    pipeline = PerceptionPipeline(segmenter, Tracker(tracker_config, segmenter.class_names))
+    counts = {"true": 0, "part": 0, "none": 0}
+    scores: dict[str, list[float]] = {kind: [] for kind in counts}
+    for video in range(len(source)):
+        clip = source.load_clip(video, range(source.num_frames(video)))
+        pipeline.reset()
+        for index, frame in enumerate(clip.frames):
+            objects = clip.masks[index][clip.present[index]]
+            for instance in pipeline.step(frame).instances:
+                best = max((float((instance.mask & o).sum() / max((instance.mask | o).sum(), 1))
+                            for o in objects), default=0.0)
+                kind = "true" if best >= 0.5 else "part" if best >= 0.1 else "none"
+                counts[kind] += 1
+                scores[kind].append(instance.score)
+    return counts, scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,6 +123,10 @@ def main() -> None:
     parser.add_argument("--first-video", type=int, default=100_000)
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sweep", nargs="+", metavar=("FIELD", "VALUE"),
+                        help="a TrackerConfig field and the values to compare")
+    parser.add_argument("--false-positives", action="store_true",
+                        help="split the published instances by their overlap with objects")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -66,6 +137,40 @@ def main() -> None:
                                   seed=0, first_video=args.first_video)
     segmenter = MetaSegSegmenter(EagerRunner(model), PostprocessSettings())
     defaults = TrackerConfig()
+    columns = ("| video AP | IDF1 | HOTA | ID switches | MOTA | false positives | misses |",
+               "|---|---|---|---|---|---|---|")
+    if args.false_positives:
+        print(f"{args.videos} synthetic videos (first {args.first_video}), {args.frames} "
+              f"frames of {size[1]}x{size[0]}, checkpoint {args.checkpoint}")
+        print("| tracker | published | true (IoU >= 0.5) | part of an object (0.1-0.5) | "
+              "no object (< 0.1) | median score true / false |")
+        print("|---|---|---|---|---|---|")
+        for name, tracker in (("defaults", defaults),
+                              ("without embeddings", dataclasses.replace(
+                                  defaults, embedding_weight=0.0))):
+            counts, scores = published_overlaps(segmenter, source, tracker)
+            print(f"| {name} | {sum(counts.values())} | {counts['true']} | {counts['part']} | "
+                  f"{counts['none']} | {np.median(scores['true']):.2f} / "
+                  f"{np.median(scores['part'] + scores['none']):.2f} |", flush=True)
+        return
+    if args.sweep:
+        field, *values = args.sweep
+        recorded = RecordedSegmenter(segmenter)
+        print(f"{args.videos} synthetic videos (first {args.first_video}), {args.frames} "
+              f"frames of {size[1]}x{size[0]}, checkpoint {args.checkpoint}; tracker "
+              f"defaults but {field}")
+        print(f"| {field} " + columns[0])
+        print("|---" + columns[1])
+        for index, value in enumerate(values):
+            kind = type(getattr(defaults, field))
+            tracker = dataclasses.replace(defaults, **{field: kind(value)})
+            if index:
+                recorded.replay()
+            result = evaluate_segmenter(recorded, source, tracker)
+            print(f"| {value} | {result.video_ap:.3f} | {result.idf1:.3f} | {result.hota:.3f} | "
+                  f"{result.id_switches} | {result.mota:.3f} | {result.false_positives} | "
+                  f"{result.misses} |", flush=True)
+        return
     variants = [
         ("memory on, tracker defaults", segmenter, defaults),
         ("memory on, + query-slot term 0.3", segmenter,
@@ -76,12 +181,13 @@ def main() -> None:
     ]
     print(f"{args.videos} held-out synthetic videos (first {args.first_video}), "
           f"{args.frames} frames of {size[1]}x{size[0]}, checkpoint {args.checkpoint}")
-    print("| variant | video AP | IDF1 | HOTA | ID switches | MOTA |")
-    print("|---|---|---|---|---|---|")
+    print("| variant " + columns[0])
+    print("|---" + columns[1])
     for name, variant, tracker in variants:
         result = evaluate_segmenter(variant, source, tracker)
         print(f"| {name} | {result.video_ap:.3f} | {result.idf1:.3f} | {result.hota:.3f} | "
-              f"{result.id_switches} | {result.mota:.3f} |", flush=True)
+              f"{result.id_switches} | {result.mota:.3f} | {result.false_positives} | "
+              f"{result.misses} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,8 @@ class EvaluationResult:
     idf1: float
     mota: float
     id_switches: int
+    false_positives: int
+    misses: int
     hota: float
     det_a: float
     ass_a: float
@@ -133,6 +135,7 @@ def evaluate_segmenter(segmenter: Segmenter, source: VideoSource,
     return EvaluationResult(
         video_ap=vis.ap, video_ap50=vis.ap50, video_ap75=vis.ap75, video_ar1=vis.ar1,
         video_ar10=vis.ar10, idf1=mot.idf1, mota=mot.mota, id_switches=mot.id_switches,
+        false_positives=mot.false_positives, misses=mot.misses,
         hota=float(hota.hota), det_a=float(hota.deta), ass_a=float(hota.assa),
         j_and_f=float(np.mean([r.j_and_f for r in j_and_fs])) if j_and_fs else -1.0,
         j_mean=float(np.mean([r.j_mean for r in j_and_fs])) if j_and_fs else -1.0,
