@@ -47,8 +47,9 @@ class Detection:
     class_probs: (C,) float32 class probabilities over the model's classes, the
         no-object class excluded (used by the tracker's class vote).
     query_index: the decoder query slot that produced it (-1 when not applicable).
-    bbox: a box holding every pixel of the mask (post-processing gives the tight one), so
-        that consumers read only that part of the mask; None when the producer does not know.
+    bbox: the tight box of the mask (post-processing computes it), so that consumers read
+        only that part of the mask; None when the producer does not know it. Pixels outside
+        it are ignored, and a box that is not tight is passed on as it is.
     """
 
     class_id: int

@@ -85,9 +85,12 @@ class RunnerOptions:
     def __post_init__(self) -> None:
         if self.num_threads < 0:
             raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, "
-                             f"got {self.precision!r}")
+        _check_precision(self.precision)
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
 
 
 def _check_device(backend: str, device: str) -> None:
@@ -114,8 +117,7 @@ class EagerRunner:
         _check_device("eager", device)
         if sampling not in SAMPLING_MODES:
             raise ValueError(f"sampling {sampling!r} not in {SAMPLING_MODES}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+        _check_precision(precision)
         self.device = torch.device(device)
         self.precision = precision
         self.model = model.eval().to(self.device)
@@ -168,7 +170,6 @@ class CudaGraphRunner:
         self._eager = EagerRunner(model, device, precision=precision)
         self.config: MetaSegConfig = model.config
         self.device = self._eager.device
-        self.precision = precision
         height, width = self.config.image_size
         self._images = torch.zeros((1, 3, height, width), device=self.device)
         self._memory = MemoryState(*(t.clone() for t in self._eager.initial_memory()))

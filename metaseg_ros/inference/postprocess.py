@@ -179,8 +179,8 @@ def _row_counts(masks: torch.Tensor) -> torch.Tensor:
 def _tight_boxes(masks: torch.Tensor, row_counts: torch.Tensor) -> torch.Tensor:
     """(K, 4) int64 half-open boxes (x0, y0, x1, y1) of (K, H, W) bool masks whose
     `row_counts` (K, H) are known; x1 = x0 = 0 for an empty mask. One more reduction over
-    the masks (their columns, ~4 us per 512x512 mask on a CPU core), so that nothing
-    downstream has to read a whole mask to find its object."""
+    the masks (their columns; ~10 us per 512x512 mask on one CPU core, all included), so
+    that nothing downstream has to read a whole mask to find its object."""
     if len(masks) == 0:
         return torch.zeros((0, 4), dtype=torch.int64)
     rows = row_counts > 0

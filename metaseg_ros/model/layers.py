@@ -230,7 +230,7 @@ class MultiScaleDeformableAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, num_levels: int, num_points: int) -> None:
         super().__init__()
         self.sampling = "gather"
-        # (spatial shapes, dtype, device) -> (L, 2) tensor, for CUDA only: the last one made.
+        # The last level-size tensor made on a GPU, with its key (see _normalizer).
         self._normalizer_cache: tuple[tuple, Tensor] | None = None
         if dim % num_heads:
             raise ValueError(f"dim {dim} not divisible by {num_heads} heads")

@@ -5,11 +5,10 @@ bool mask is 256 KiB; reading it costs ~10-20 us on these CPUs (memory bound), a
 work on full masks far more. So each mask is read once, inside its box when the producer
 knows it (post-processing does), and packed to bits (8x smaller, `np.packbits`); its exact
 area and tight box come from the packed rows, and only the rows and words of the box are
-kept. The IoU of two
-masks is then computed exactly, and only where it can be non-zero: the intersection is
-counted with AND + popcount on the packed rows inside the intersection of the two boxes,
-for the pairs whose boxes overlap. No approximation: `pairwise_iou` equals pycocotools'
-mask IoU (tested), and scripts/bench_tracker.py measures its cost.
+kept. The IoU of two masks is then computed exactly, and only where it can be non-zero: the
+intersection is counted with AND + popcount on the packed rows inside the intersection of
+the two boxes, for the pairs whose boxes overlap. No approximation: `pairwise_iou` equals
+pycocotools' mask IoU (tested), and scripts/bench_tracker.py measures its cost.
 """
 
 from __future__ import annotations
@@ -59,12 +58,6 @@ class MaskSummary(NamedTuple):
     row0: int
     word0: int
     box_row: tuple[int, int, int, int, int]
-
-    def window(self, top: int, bottom: int, first_word: int, end_word: int) -> np.ndarray:
-        """The packed words of rows [top, bottom) and word columns [first_word, end_word),
-        a window inside this mask's box (absolute coordinates)."""
-        return self.words[top - self.row0:bottom - self.row0,
-                          first_word - self.word0:end_word - self.word0]
 
 
 def _pack_rows(mask: np.ndarray) -> np.ndarray:
