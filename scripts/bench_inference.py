@@ -123,10 +123,14 @@ def worker(args: argparse.Namespace) -> dict:
         return {"exported": exported, "setup_s": round(setup_s, 1)}
     settings = PostprocessSettings(score_threshold=args.score_threshold)
     segmenter = MetaSegSegmenter(runner, settings)
+    if args.preprocess_on == "cpu":
+        segmenter.preprocess_device = None
     frames = camera_frames(args.frames + args.warmup)
     frame_iter = iter(frames * 4)
     row: dict = {"config": args.config, "size": args.size, "backend": args.backend,
-                 "device": args.device, "precision": args.precision, "threads": args.threads,
+                 "device": args.device, "precision": args.precision,
+                 "preprocess_on": str(segmenter.preprocess_device or "cpu"),
+                 "threads": args.threads,
                  "exported_in_process": exported,
                  "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
     if args.backend == "onnxruntime":
@@ -143,7 +147,8 @@ def worker(args: argparse.Namespace) -> dict:
     for index in range(args.warmup + args.frames):
         start = time.perf_counter()
         images, box = letterbox_image(next(frame_iter), runner.config.image_size,
-                                      runner.config.pixel_mean)
+                                      runner.config.pixel_mean, segmenter.preprocess_device)
+        synchronize()
         prepared = time.perf_counter()
         output = runner(images, memory)
         memory = output.memory
@@ -215,7 +220,8 @@ def run_worker(args: argparse.Namespace, config: str, size: int, backend: str,
                "--size", str(size), "--backend", backend, "--threads", str(args.threads),
                "--frames", str(args.frames), "--warmup", str(args.warmup),
                "--score-threshold", str(args.score_threshold), "--cache-dir", args.cache_dir,
-               "--device", args.device, "--precision", precision, "--result", str(result_path)]
+               "--device", args.device, "--precision", precision,
+               "--preprocess-on", args.preprocess_on, "--result", str(result_path)]
     if args.checkpoint:
         command += ["--checkpoint", args.checkpoint]
     if prepare:
@@ -270,6 +276,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--precisions", nargs="+", default=["float32"],
                         choices=["float32", "float16", "bfloat16"],
                         help="eager backend's precisions to measure (autocast)")
+    parser.add_argument("--preprocess-on", choices=["auto", "cpu"], default="auto",
+                        help="letterbox where the network runs (auto) or on the CPU")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--frames", type=int, default=10, help="timed calls per measurement")
     parser.add_argument("--warmup", type=int, default=3)

@@ -187,3 +187,19 @@ def test_postprocessing_on_the_gpu_selects_what_the_cpu_selects():
             assert isinstance(a.mask, np.ndarray) and a.mask.shape == (300, 400)
             assert (a.mask != b.mask).mean() < 1e-3
             np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-6)
+
+
+@pytest.mark.parametrize("frame_size", [(480, 640), (256, 256), (100, 150)])
+def test_letterboxing_on_the_gpu_equals_the_cpu(frame_size):
+    rgb = np.random.default_rng(1).integers(0, 256, (*frame_size, 3), dtype=np.uint8)
+    on_cpu, box_cpu = letterbox_image(rgb, (256, 256), (123.7, 116.3, 103.5))
+    on_gpu, box_gpu = letterbox_image(rgb, (256, 256), (123.7, 116.3, 103.5), "cuda")
+    assert box_gpu == box_cpu and on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-3, rtol=0)
+
+
+def test_segmenter_letterboxes_where_the_network_runs():
+    from metaseg_ros.inference.segmenter import MetaSegSegmenter
+
+    assert MetaSegSegmenter(EagerRunner(gated_model(), "cuda")).preprocess_device.type == "cuda"
+    assert MetaSegSegmenter(EagerRunner(gated_model(), "cpu")).preprocess_device is None

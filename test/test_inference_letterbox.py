@@ -106,3 +106,11 @@ def test_frame_is_placed_top_left_and_the_rest_is_padding(frame):
 def test_empty_mask_batch_keeps_the_frame_shape():
     box = Letterbox.fit(240, 320, INPUT)
     assert masks_to_frame(torch.zeros(0, 32, 32), box).shape == (0, 240, 320)
+
+
+def test_letterbox_on_an_explicit_cpu_device_is_the_default():
+    rgb = np.random.default_rng(2).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    default, box = letterbox_image(rgb, INPUT, PAD)
+    explicit, box_explicit = letterbox_image(rgb, INPUT, PAD, device="cpu")
+    assert box_explicit == box
+    assert torch.equal(explicit, default)

@@ -35,19 +35,25 @@ class Letterbox:
 
 
 def letterbox_image(rgb: np.ndarray, input_size: tuple[int, int],
-                    pad_value: tuple[float, float, float]) -> tuple[torch.Tensor, Letterbox]:
+                    pad_value: tuple[float, float, float],
+                    device: torch.device | str | None = None) -> tuple[torch.Tensor, Letterbox]:
     """(1, 3, H_in, W_in) float32 tensor in 0..255 holding the resized frame, and its Letterbox.
 
     Padding takes `pad_value` (the model's pixel mean, which normalises to zero, as
-    Mask2Former pads after normalisation).
+    Mask2Former pads after normalisation). device: where to resize (default: the CPU); on a
+    GPU the uint8 frame is uploaded as it is and resized there.
     """
     box = Letterbox.fit(rgb.shape[0], rgb.shape[1], input_size)
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+    image = torch.from_numpy(np.ascontiguousarray(rgb))
+    if device is not None:
+        image = image.to(device, non_blocking=True)
+    image = image.permute(2, 0, 1)[None].float()
     if (box.resized_h, box.resized_w) != (box.height, box.width):
         shrinking = box.resized_h < box.height or box.resized_w < box.width
         image = F.interpolate(image, size=(box.resized_h, box.resized_w), mode="bilinear",
                               align_corners=False, antialias=shrinking).clamp_(0.0, 255.0)
-    padded = torch.empty((1, 3, box.input_h, box.input_w), dtype=torch.float32)
+    padded = torch.empty((1, 3, box.input_h, box.input_w), dtype=torch.float32,
+                         device=image.device)
     padded[:] = torch.tensor(pad_value, dtype=torch.float32).view(1, 3, 1, 1)
     padded[:, :, : box.resized_h, : box.resized_w] = image
     return padded, box

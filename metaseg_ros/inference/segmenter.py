@@ -50,7 +50,11 @@ class ModelRunner(Protocol):
 
 
 class MetaSegSegmenter:
-    """Video instance segmentation, frame by frame, with the model's memory kept."""
+    """Video instance segmentation, frame by frame, with the model's memory kept.
+
+    preprocess_device: where frames are letterboxed: the runner's GPU when it has one (the
+    uint8 frame is uploaded and resized there), else None (the CPU).
+    """
 
     def __init__(self, runner: ModelRunner, settings: PostprocessSettings | None = None,
                  random_weights: bool = False, description: str = "") -> None:
@@ -61,6 +65,11 @@ class MetaSegSegmenter:
         self.description = description or f"MetaSegmenter {self.config.name}"
         self._memory = runner.initial_memory()
         self.frames_since_reset = 0
+        # Frames are letterboxed where the network runs when that is a GPU (the uint8 frame
+        # is uploaded, a quarter of the float input's bytes); on the CPU otherwise.
+        device = getattr(runner, "device", None)
+        self.preprocess_device = device if isinstance(device, torch.device) \
+            and device.type == "cuda" else None
 
     @property
     def class_names(self) -> Sequence[str]:
@@ -71,7 +80,8 @@ class MetaSegSegmenter:
         """Segment one (H, W, 3) uint8 RGB frame and advance the memory."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-        images, box = letterbox_image(image, self.config.image_size, self.config.pixel_mean)
+        images, box = letterbox_image(image, self.config.image_size, self.config.pixel_mean,
+                                      self.preprocess_device)
         output = self.runner(images, self._memory)
         self._memory = output.memory
         self.frames_since_reset += 1
