@@ -197,6 +197,11 @@ def test_compressed_input_and_corrupted_jpeg(compressed_node, probe):
     assert len(errors) == 1 and "cannot decode" in errors[0], errors
     probe.wait_for(lambda: _diagnostic(probe, "robot2", "dropped_invalid_input") == "1", 10,
                    "the drop counted on /diagnostics")
+    # Where a frame's time goes, and what the tracker holds, are reported too.
+    assert float(_diagnostic(probe, "robot2", "segment_ms_median")) > 0.0
+    assert 0.0 < float(_diagnostic(probe, "robot2", "track_ms_median")) < 1000.0
+    assert int(_diagnostic(probe, "robot2", "live_tracks")) >= 1
+    assert int(_diagnostic(probe, "robot2", "instances_last_frame")) >= 0
 
 
 def _diagnostic(probe: Probe, namespace: str, key: str) -> str | None:

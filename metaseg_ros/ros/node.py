@@ -59,6 +59,18 @@ class NodeStats:
     dropped_failed: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200))
     processed_times: deque[float] = field(default_factory=lambda: deque(maxlen=200))
+    # Per pipeline stage (PerceptionPipeline timings: 'segment', 'track'), same window.
+    stage_ms: dict[str, deque[float]] = field(default_factory=dict)
+    instances_last_frame: int = 0
+    live_tracks: int | None = None
+
+    def record_frame(self, timings_ms: dict[str, float], instances: int,
+                     live_tracks: int | None) -> None:
+        """One processed frame's stage timings and track counts."""
+        for stage, ms in timings_ms.items():
+            self.stage_ms.setdefault(stage, deque(maxlen=200)).append(ms)
+        self.instances_last_frame = instances
+        self.live_tracks = live_tracks
 
     def as_key_values(self) -> list[KeyValue]:
         """The counters and latency/rate summaries as diagnostic key-values."""
@@ -75,6 +87,12 @@ class NodeStats:
             span = self.processed_times[-1] - self.processed_times[0]
             values["output_rate_hz"] = round((len(self.processed_times) - 1) / span, 2) \
                 if span > 0 else 0.0
+        for stage, times in self.stage_ms.items():
+            values[f"{stage}_ms_median"] = round(statistics.median(times), 3)
+        if self.processed:
+            values["instances_last_frame"] = self.instances_last_frame
+        if self.live_tracks is not None:
+            values["live_tracks"] = self.live_tracks
         return [KeyValue(key=key, value=str(value)) for key, value in values.items()]
 
 
@@ -230,6 +248,8 @@ class MetaSegNode(Node):
         self._stats.processed += 1
         self._stats.latencies_ms.append((now - item.received_at) * 1e3)
         self._stats.processed_times.append(now)
+        self._stats.record_frame(frame.timings_ms, len(frame.instances),
+                                 getattr(self._pipeline.tracker, "live_track_count", None))
 
     def _describe_model(self) -> None:
         segmenter = self._pipeline.segmenter

@@ -168,6 +168,11 @@ class Tracker:
             for t in self._tracks)
 
     @property
+    def live_track_count(self) -> int:
+        """Live tracks (tentative, confirmed and lost)."""
+        return len(self._tracks)
+
+    @property
     def next_track_id(self) -> int:
         """The id the next confirmed track will get."""
         return self._next_id
