@@ -13,17 +13,40 @@ from typing import Any
 
 import numpy as np
 
+from metaseg_ros.results import BoundingBox
 
-def encode_rle(mask: np.ndarray) -> np.ndarray:
-    """Encode a (H, W) boolean mask as uint32 run lengths (column-major, background first)."""
+
+def encode_rle(mask: np.ndarray, bbox: BoundingBox | None = None) -> np.ndarray:
+    """Encode a (H, W) boolean mask as uint32 run lengths (column-major, background first).
+
+    bbox: a box holding every pixel of the mask (TrackedInstance.bbox): only its columns are
+    read, the runs are the same (a 60-pixel-wide object in a 512x512 frame: ~8x less work).
+    """
     if mask.ndim != 2:
         raise ValueError(f"encode_rle expects a 2-D mask, got shape {mask.shape}")
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    if flat.size == 0:
+    height, width = mask.shape
+    total = height * width
+    first_column, end_column = 0, width
+    if bbox is not None:
+        first_column = min(max(bbox.x, 0), width)
+        end_column = min(max(bbox.x + bbox.width, first_column), width)
+    # Whole columns: in column-major order they are one contiguous part of the sequence.
+    part = np.asarray(mask[:, first_column:end_column], dtype=bool).ravel(order="F")
+    if total == 0:
         return np.zeros(0, dtype=np.uint32)
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    runs = np.diff(np.concatenate(([0], change, [flat.size])))
-    if flat[0]:
+    if part.size == 0:
+        return np.array([total], dtype=np.uint32)
+    start, end = first_column * height, first_column * height + part.size
+    # Run boundaries: where the part changes, and where it meets the background around it.
+    boundaries = [[0]]
+    if part[0] and start > 0:
+        boundaries.append([start])
+    boundaries.append(np.flatnonzero(part[1:] != part[:-1]) + 1 + start)
+    if part[-1] and end < total:
+        boundaries.append([end])
+    boundaries.append([total])
+    runs = np.diff(np.concatenate(boundaries))
+    if part[0] and start == 0:  # the first pixel is the object's: an empty background run
         runs = np.concatenate(([0], runs))
     return runs.astype(np.uint32)
 

@@ -75,6 +75,8 @@ class TrackedInstance:
     """An instance with a persistent identity, as published to planners.
 
     track_id: uint32, monotonic, never reused while the process lives; 0 is reserved.
+    bbox: the tight box of the mask; message encoding and label images read the mask only
+        inside it.
     age: frames since the track was born, this one included; hits: frames it was seen.
     """
 

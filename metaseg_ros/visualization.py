@@ -14,11 +14,15 @@ from metaseg_ros.results import TrackedInstance
 def label_image(instances: Sequence[TrackedInstance], height: int, width: int) -> np.ndarray:
     """(H, W) int32 image whose pixels hold the track id of their instance (0 = none).
 
-    Where masks overlap, the higher-scoring instance wins.
+    Where masks overlap, the higher-scoring instance wins. Each mask is read inside its box
+    only (TrackedInstance.bbox holds every pixel of it).
     """
     labels = np.zeros((height, width), dtype=np.int32)
     for instance in sorted(instances, key=lambda inst: inst.score):
-        labels[instance.mask] = instance.track_id
+        box = instance.bbox
+        rows = slice(max(box.y, 0), max(box.y + box.height, 0))
+        columns = slice(max(box.x, 0), max(box.x + box.width, 0))
+        labels[rows, columns][instance.mask[rows, columns]] = instance.track_id
     return labels
 
 

@@ -45,6 +45,25 @@ def test_message_rle_round_trip_matches_pycocotools(mask: np.ndarray) -> None:
     np.testing.assert_array_equal(mask_utils.decode(reference).astype(bool), mask)
 
 
+@pytest.mark.parametrize("mask", [*real_masks()[:6], *synthetic_masks()])
+def test_message_rle_from_the_box_columns_equals_the_whole_mask(mask: np.ndarray) -> None:
+    height, width = mask.shape
+    whole = encode_rle(mask)
+    tight = BoundingBox.from_mask(mask)
+    loose = BoundingBox(tight.x - 3, tight.y - 2, tight.width + 9, tight.height + 4)
+    for box in (tight, loose, BoundingBox(0, 0, width, height)):
+        np.testing.assert_array_equal(encode_rle(mask, box), whole)
+    # Objects touching the first and the last pixel of the column-major order.
+    edges = np.zeros((6, 9), bool)
+    edges[:2, 0] = edges[-1, -1] = edges[3, 4] = True
+    for box in (BoundingBox(0, 0, 9, 6), BoundingBox.from_mask(edges)):
+        np.testing.assert_array_equal(encode_rle(edges, box), encode_rle(edges))
+    inner = np.zeros((6, 9), bool)
+    inner[2:4, 3:5] = True  # background before and after the box's columns
+    np.testing.assert_array_equal(encode_rle(inner, BoundingBox(3, 2, 2, 2)),
+                                  [6 * 3 + 2, 2, 4, 2, 6 * 4 + 2])
+
+
 def test_frame_objects_from_masks() -> None:
     masks = real_masks()[:5]
     frame = FrameObjects.from_masks([3, 1, 4, 15, 9], masks)

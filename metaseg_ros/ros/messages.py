@@ -25,7 +25,7 @@ def instance_to_msg(instance: TrackedInstance) -> InstanceMask:
                               height=box.height, do_rectify=False),
         age=int(instance.age),
         hits=int(instance.hits),
-        mask_rle=encode_rle(instance.mask),
+        mask_rle=encode_rle(instance.mask, box),
     )
 
 
