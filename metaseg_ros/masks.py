@@ -26,14 +26,14 @@ def encode_rle(mask: np.ndarray, bbox: BoundingBox | None = None) -> np.ndarray:
         raise ValueError(f"encode_rle expects a 2-D mask, got shape {mask.shape}")
     height, width = mask.shape
     total = height * width
+    if total == 0:
+        return np.zeros(0, dtype=np.uint32)
     first_column, end_column = 0, width
     if bbox is not None:
         first_column = min(max(bbox.x, 0), width)
         end_column = min(max(bbox.x + bbox.width, first_column), width)
     # Whole columns: in column-major order they are one contiguous part of the sequence.
     part = np.asarray(mask[:, first_column:end_column], dtype=bool).ravel(order="F")
-    if total == 0:
-        return np.zeros(0, dtype=np.uint32)
     if part.size == 0:
         return np.array([total], dtype=np.uint32)
     start, end = first_column * height, first_column * height + part.size

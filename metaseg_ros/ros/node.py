@@ -87,7 +87,8 @@ class NodeStats:
             span = self.processed_times[-1] - self.processed_times[0]
             values["output_rate_hz"] = round((len(self.processed_times) - 1) / span, 2) \
                 if span > 0 else 0.0
-        for stage, times in self.stage_ms.items():
+        # A snapshot: the processing thread adds a stage's window at its first frame.
+        for stage, times in list(self.stage_ms.items()):
             values[f"{stage}_ms_median"] = round(statistics.median(times), 3)
         if self.processed:
             values["instances_last_frame"] = self.instances_last_frame
