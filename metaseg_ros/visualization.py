@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from metaseg_ros.results import TrackedInstance
+from metaseg_ros.results import BoundingBox, TrackedInstance
 
 
 def label_image(instances: Sequence[TrackedInstance], height: int, width: int) -> np.ndarray:
@@ -19,11 +19,15 @@ def label_image(instances: Sequence[TrackedInstance], height: int, width: int) -
     """
     labels = np.zeros((height, width), dtype=np.int32)
     for instance in sorted(instances, key=lambda inst: inst.score):
-        box = instance.bbox
-        rows = slice(max(box.y, 0), max(box.y + box.height, 0))
-        columns = slice(max(box.x, 0), max(box.x + box.width, 0))
+        rows, columns = _box_slices(instance.bbox)
         labels[rows, columns][instance.mask[rows, columns]] = instance.track_id
     return labels
+
+
+def _box_slices(box: BoundingBox) -> tuple[slice, slice]:
+    """Row and column slices of a box (clipped at 0; numpy clips the far ends)."""
+    return (slice(max(box.y, 0), max(box.y + box.height, 0)),
+            slice(max(box.x, 0), max(box.x + box.width, 0)))
 
 
 def track_color(track_id: int) -> tuple[int, int, int]:
@@ -58,9 +62,13 @@ def render_overlay(rgb: np.ndarray, instances: Sequence[TrackedInstance],
 
     canvas = rgb.astype(np.float32)
     for instance in instances:
+        # Inside the instance's box only (it holds every pixel of the mask, so the outline
+        # found there is the outline of the whole mask).
+        rows, columns = _box_slices(instance.bbox)
+        mask, region = instance.mask[rows, columns], canvas[rows, columns]
         color = np.array(track_color(instance.track_id), dtype=np.float32)
-        canvas[instance.mask] = (1.0 - alpha) * canvas[instance.mask] + alpha * color
-        canvas[_boundary(instance.mask)] = color
+        region[mask] = (1.0 - alpha) * region[mask] + alpha * color
+        region[_boundary(mask)] = color
     image = Image.fromarray(canvas.astype(np.uint8))
     draw = ImageDraw.Draw(image)
     font = _font()

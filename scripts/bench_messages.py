@@ -6,8 +6,8 @@
 For 512x512 and 1280x720 frames of 20 tracked instances (ellipses of varied sizes with
 ragged edges, test/helpers/shapes.py): the masks' run-length encoding read inside each
 instance's box (what the node does) and over whole masks (the same runs), the whole
-InstanceMaskArray (frame_to_msg), its serialisation, and the label image. Median of
---repeats calls, one thread.
+InstanceMaskArray (frame_to_msg), its serialisation, the label image and the debug overlay
+(both also read masks inside their boxes). Median of --repeats calls (overlay: a fifth).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from std_msgs.msg import Header  # noqa: E402
 
 from metaseg_ros.masks import encode_rle  # noqa: E402
 from metaseg_ros.ros.messages import frame_to_msg  # noqa: E402
-from metaseg_ros.visualization import label_image  # noqa: E402
+from metaseg_ros.visualization import label_image, render_overlay  # noqa: E402
 
 
 def median_ms(call, repeats: int) -> float:
@@ -55,9 +55,11 @@ def measure(height: int, width: int, repeats: int) -> str:
     build = median_ms(lambda: frame_to_msg(frame, Header(frame_id="camera")), repeats)
     serialise = median_ms(lambda: serialize_message(msg), repeats)
     labels = median_ms(lambda: label_image(instances, height, width), repeats)
+    rgb = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    overlay = median_ms(lambda: render_overlay(rgb, instances), max(repeats // 5, 1))
     size_kb = len(serialize_message(msg)) / 1000
     return (f"| {width}x{height} | {boxed:.2f} ms | {whole:.2f} ms | {build:.2f} ms | "
-            f"{serialise:.2f} ms | {labels:.2f} ms | {size_kb:.1f} KB |")
+            f"{serialise:.2f} ms | {labels:.2f} ms | {overlay:.1f} ms | {size_kb:.1f} KB |")
 
 
 def main() -> None:
@@ -68,8 +70,8 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, numpy {np.__version__}, "
           f"median of {args.repeats}, 20 instances per frame")
     print("| frame | RLE inside boxes | RLE of whole masks | frame_to_msg | serialise | "
-          "label image | message size |")
-    print("|---|---|---|---|---|---|---|")
+          "label image | overlay | message size |")
+    print("|---|---|---|---|---|---|---|---|")
     for height, width in ((512, 512), (720, 1280)):
         print(measure(height, width, args.repeats), flush=True)
 
