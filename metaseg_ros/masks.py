@@ -30,8 +30,7 @@ def encode_rle(mask: np.ndarray, bbox: BoundingBox | None = None) -> np.ndarray:
         return np.zeros(0, dtype=np.uint32)
     first_column, end_column = 0, width
     if bbox is not None:
-        first_column = min(max(bbox.x, 0), width)
-        end_column = min(max(bbox.x + bbox.width, first_column), width)
+        first_column, _, end_column, _ = bbox.clipped(height, width)
     # Whole columns: in column-major order they are one contiguous part of the sequence.
     part = np.asarray(mask[:, first_column:end_column], dtype=bool).ravel(order="F")
     if part.size == 0:

@@ -36,6 +36,13 @@ class BoundingBox:
         return cls(int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1),
                    int(rows[-1] - rows[0] + 1))
 
+    def clipped(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """The box inside a height x width image as half-open (x0, y0, x1, y1), with
+        x0 <= x1 and y0 <= y1 (empty where the box lies outside the image)."""
+        x0, y0 = min(max(self.x, 0), width), min(max(self.y, 0), height)
+        return (x0, y0, max(min(self.x + self.width, width), x0),
+                max(min(self.y + self.height, height), y0))
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Detection:

@@ -19,15 +19,15 @@ def label_image(instances: Sequence[TrackedInstance], height: int, width: int) -
     """
     labels = np.zeros((height, width), dtype=np.int32)
     for instance in sorted(instances, key=lambda inst: inst.score):
-        rows, columns = _box_slices(instance.bbox)
+        rows, columns = _box_slices(instance.bbox, instance.mask.shape)
         labels[rows, columns][instance.mask[rows, columns]] = instance.track_id
     return labels
 
 
-def _box_slices(box: BoundingBox) -> tuple[slice, slice]:
-    """Row and column slices of a box (clipped at 0; numpy clips the far ends)."""
-    return (slice(max(box.y, 0), max(box.y + box.height, 0)),
-            slice(max(box.x, 0), max(box.x + box.width, 0)))
+def _box_slices(box: BoundingBox, shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """Row and column slices of a box inside an image of `shape` (H, W, ...)."""
+    x0, y0, x1, y1 = box.clipped(shape[0], shape[1])
+    return slice(y0, y1), slice(x0, x1)
 
 
 def track_color(track_id: int) -> tuple[int, int, int]:
@@ -64,7 +64,7 @@ def render_overlay(rgb: np.ndarray, instances: Sequence[TrackedInstance],
     for instance in instances:
         # Inside the instance's box only (it holds every pixel of the mask, so the outline
         # found there is the outline of the whole mask).
-        rows, columns = _box_slices(instance.bbox)
+        rows, columns = _box_slices(instance.bbox, instance.mask.shape)
         mask, region = instance.mask[rows, columns], canvas[rows, columns]
         color = np.array(track_color(instance.track_id), dtype=np.float32)
         region[mask] = (1.0 - alpha) * region[mask] + alpha * color

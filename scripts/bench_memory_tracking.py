@@ -38,7 +38,7 @@ from metaseg_ros.inference.postprocess import PostprocessSettings
 from metaseg_ros.inference.segmenter import MetaSegSegmenter
 from metaseg_ros.model.checkpoint import load_checkpoint
 from metaseg_ros.results import FrameDetections
-from metaseg_ros.tracking import Tracker, TrackerConfig
+from metaseg_ros.tracking import Tracker, TrackerConfig, pairwise_iou, summarize_mask
 from metaseg_ros.train.evaluate import evaluate_segmenter
 
 
@@ -105,10 +105,11 @@ def published_overlaps(segmenter, source, tracker_config: TrackerConfig
         clip = source.load_clip(video, range(source.num_frames(video)))
         pipeline.reset()
         for index, frame in enumerate(clip.frames):
-            objects = clip.masks[index][clip.present[index]]
-            for instance in pipeline.step(frame).instances:
-                best = max((float((instance.mask & o).sum() / max((instance.mask | o).sum(), 1))
-                            for o in objects), default=0.0)
+            objects = [summarize_mask(o) for o in clip.masks[index][clip.present[index]]]
+            instances = pipeline.step(frame).instances
+            iou = pairwise_iou([summarize_mask(i.mask, i.bbox) for i in instances], objects)
+            for instance, row in zip(instances, iou, strict=True):
+                best = float(row.max()) if row.size else 0.0
                 kind = "true" if best >= 0.5 else "part" if best >= 0.1 else "none"
                 counts[kind] += 1
                 scores[kind].append(instance.score)

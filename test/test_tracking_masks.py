@@ -134,3 +134,12 @@ def test_bit_count_without_numpy_2_gives_the_same_summaries_and_iou(monkeypatch)
     assert [s.area for s in summaries] == [int(m.sum()) for m in first]
     np.testing.assert_array_equal(
         pairwise_iou(summaries, [summarize_mask(m) for m in second]), native)
+
+
+def test_box_clipped_to_the_image() -> None:
+    assert BoundingBox(-5, 3, 20, 4).clipped(10, 12) == (0, 3, 12, 7)
+    assert BoundingBox(2, 2, 3, 3).clipped(10, 12) == (2, 2, 5, 5)
+    for outside in (BoundingBox(15, 1, 4, 4), BoundingBox(-9, 1, 4, 4), BoundingBox(1, 20, 2, 2)):
+        x0, y0, x1, y1 = outside.clipped(10, 12)
+        assert x1 == x0 or y1 == y0  # empty, never inverted
+        assert 0 <= x0 <= x1 <= 12 and 0 <= y0 <= y1 <= 10

@@ -69,15 +69,16 @@ def select_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor,
     keep = keep[(scored.score[keep] >= settings.score_threshold) & (scored.area[keep] > 0)]
     keep = keep[: settings.max_instances]
     masks = scored.rows(scored.masks, keep)
-    row_counts = scored.rows(scored.row_counts, keep)
     if settings.resolve_overlaps and len(keep) > 1:
         masks = _resolve_overlaps(masks, scored.rows(scored.inside_probability, keep),
                                   scored.score[keep])
-        row_counts = _row_counts(masks)
+        row_counts = _row_counts(masks)  # of the masks as resolved
         if settings.min_kept_fraction > 0.0:
             kept_area = row_counts.sum(dim=1, dtype=torch.int32)
             enough = kept_area >= settings.min_kept_fraction * scored.area[keep]
             masks, keep, row_counts = masks[enough], keep[enough], row_counts[enough]
+    else:
+        row_counts = scored.rows(scored.row_counts, keep)
 
     boxes = _tight_boxes(masks, row_counts).tolist()
     # One transfer per output from a GPU (no-ops on the CPU).

@@ -119,8 +119,7 @@ def _summarize_box(mask: np.ndarray, bbox: BoundingBox, size_code: int) -> MaskS
     """summarize_mask for a mask whose tight box is known: pack the box's rows, from the
     word holding its left edge (so bits keep their place in the row), and count them."""
     height, width = mask.shape
-    left, top = max(bbox.x, 0), max(bbox.y, 0)
-    right, bottom = min(bbox.x + bbox.width, width), min(bbox.y + bbox.height, height)
+    left, top, right, bottom = bbox.clipped(height, width)
     if right <= left or bottom <= top:
         return _empty(height, width, size_code)
     word0 = left // 64
