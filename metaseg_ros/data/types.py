@@ -19,6 +19,8 @@ class ClipSample:
     masks: (T, N, H, W) bool; an instance absent from frame t has an all-False mask there.
     class_ids: (N,) int64 indices into the model's class list.
     instance_ids: (N,) int64 ids, persistent through the whole video (not only the clip).
+    frame_tags: per frame, the degradations it has ("" for none; kinds joined by "+", see
+        metaseg_ros.data.degradations), or () where the source does not record them.
     """
 
     frames: np.ndarray
@@ -27,6 +29,7 @@ class ClipSample:
     instance_ids: np.ndarray
     video_name: str = ""
     frame_indices: tuple[int, ...] = ()
+    frame_tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         t, h, w, c = self.frames.shape
@@ -39,6 +42,8 @@ class ClipSample:
                              f"{self.masks.dtype}")
         if self.instance_ids.shape != (n,):
             raise ValueError("instance_ids and class_ids must have the same length")
+        if self.frame_tags and len(self.frame_tags) != t:
+            raise ValueError(f"{len(self.frame_tags)} frame tags for {t} frames")
 
     @property
     def num_frames(self) -> int:
@@ -56,7 +61,8 @@ class ClipSample:
         if keep.all():
             return self
         return ClipSample(self.frames, self.masks[:, keep], self.class_ids[keep],
-                          self.instance_ids[keep], self.video_name, self.frame_indices)
+                          self.instance_ids[keep], self.video_name, self.frame_indices,
+                          self.frame_tags)
 
 
 @runtime_checkable
