@@ -15,6 +15,7 @@ from metaseg_ros.model import MetaSegmenter, get_config
 from metaseg_ros.model.convert import ConversionError
 from metaseg_ros.model.convert.detectron2 import convert_detectron2_checkpoint
 from metaseg_ros.model.convert.safe_pickle import load_detectron2_pickle, restricted_loads
+from metaseg_ros.model.layers import video_time_embedding
 
 
 class _RunsShellCommand:
@@ -210,8 +211,33 @@ def test_cli_converts_a_detectron2_video_pickle_with_class_subset(tmp_path, caps
     assert converted.class_names == DEFAULT_CLASSES
     assert converted.config.decoder.video_pos_embedding
     images = torch.rand(1, 3, 64, 64) * 255
-    with torch.no_grad():
-        image_out = source(images, source.initial_memory(1))
-        video_out = converted(images, converted.initial_memory(1))
-    # Same weights, but the video model's keys carry the 3-D embedding's time term.
-    assert not torch.allclose(video_out.mask_logits, image_out.mask_logits)
+    image_out, image_key_pos = _run_capturing_key_positions(source, images)
+    video_out, video_key_pos = _run_capturing_key_positions(converted, images)
+    # Same weights, but every key position of the video model carries the 3-D embedding's
+    # time term: a sine/cosine vector of unit-scale entries, far above rounding noise.
+    time_term = video_time_embedding(converted.config.hidden_dim)
+    assert time_term.abs().max() > 0.5
+    for image_pos, video_pos in zip(image_key_pos, video_key_pos, strict=True):
+        torch.testing.assert_close(video_pos - image_pos, time_term.expand_as(image_pos),
+                                   atol=1e-5, rtol=0)
+    # For one frame that term is the same at every key, so softmax cancels it: the video
+    # checkpoint gives the image model's outputs (up to rounding).
+    torch.testing.assert_close(video_out.mask_logits, image_out.mask_logits,
+                               atol=1e-4, rtol=1e-4)
+
+
+def _run_capturing_key_positions(model: MetaSegmenter, images: torch.Tensor
+                                 ) -> tuple[object, list[torch.Tensor]]:
+    """One frame through the model, recording the key position embedding of every decoder
+    layer's masked cross-attention."""
+    captured: list[torch.Tensor] = []
+    hooks = [layer.register_forward_pre_hook(lambda _m, args: captured.append(args[3].clone()))
+             for layer in model.transformer_decoder.layers]
+    try:
+        with torch.no_grad():
+            output = model(images, model.initial_memory(1))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(captured) == len(model.transformer_decoder.layers)
+    return output, captured

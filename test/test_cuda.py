@@ -113,7 +113,8 @@ def test_cuda_graph_results_outlive_later_calls():
     second = graph(second_frame, first.memory)
     assert torch.equal(first.mask_logits, kept[0])
     assert torch.equal(first.memory.features, kept[1])
-    assert not torch.equal(second.mask_logits, first.mask_logits)
+    # Another frame: logits move by far more than rounding (not merely 'not equal').
+    assert (second.mask_logits - first.mask_logits).abs().max() > 1e-2
 
 
 def test_training_on_cuda_after_inference_steps():

@@ -63,8 +63,9 @@ def test_tud_equals_motmetrics_own_pipeline() -> None:
         accumulator = mm.utils.compare_to_groundtruth(gt_table, test_table, "iou", distth=0.5)
     reference = mm.metrics.create().compute(accumulator, metrics=["mota", "idf1", "motp"])
     ours = mot_metrics(*tud("TUD-Campus"))
-    assert ours.mota == reference["mota"].iloc[0]
-    assert ours.idf1 == reference["idf1"].iloc[0]
+    # Same counts; the ratios may be formed in another order (last-bit differences).
+    assert ours.mota == pytest.approx(reference["mota"].iloc[0], abs=1e-12)
+    assert ours.idf1 == pytest.approx(reference["idf1"].iloc[0], abs=1e-12)
     assert ours.motp == pytest.approx(reference["motp"].iloc[0], abs=1e-12)
 
 

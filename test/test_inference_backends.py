@@ -120,7 +120,9 @@ def test_backend_gives_the_same_detections_as_eager(runners, eager_detections, b
             assert detection.mask.sum() <= 0.005 * 300 * 400, f"frame {index} query {query}"
         for query in set(by_query) & set(reference):
             a, b = by_query[query], reference[query]
-            assert a.class_id == b.class_id
+            # Same class, unless two classes are tied within rounding in the reference.
+            assert a.class_id == b.class_id or abs(
+                b.class_probs[a.class_id] - b.class_probs[b.class_id]) < 1e-4
             assert a.score == pytest.approx(b.score, abs=1e-3)
             assert mask_iou(a.mask, b.mask) >= 0.99, f"frame {index} query {query}"
             np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-3)

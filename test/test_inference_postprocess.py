@@ -37,6 +37,8 @@ hf_modeling = pytest.importorskip("transformers.models.mask2former.modeling_mask
 INPUT = 384  # the reference post-processes at 384x384: use that as the network input size
 QUERIES = 16
 CLASSES = 6
+# Float results this close may be ordered either way by another CPU's kernels.
+NEAR_TIE = 1e-5
 
 
 def blob_logits(generator: torch.Generator, count: int, size: int = INPUT // 4) -> torch.Tensor:
@@ -76,6 +78,17 @@ def reference_instances(class_logits, mask_logits, threshold):
     return sorted(instances, key=lambda item: -item[1])
 
 
+def assert_masks_equal_away_from_ties(got: np.ndarray, expected: np.ndarray,
+                                      logits: torch.Tensor, threshold: float = 0.5) -> None:
+    """Equal masks, except where the pixel's probability is within rounding of the
+    threshold (there two implementations may decide either way); those are few."""
+    probability = torch.nn.functional.interpolate(
+        logits[None, None], size=got.shape, mode="bilinear", align_corners=False)[0, 0].sigmoid()
+    clear = (probability - threshold).abs().numpy() > NEAR_TIE
+    assert clear.mean() > 0.999
+    np.testing.assert_array_equal(got[clear], expected[clear])
+
+
 def our_instances(class_logits, mask_logits, settings):
     box = Letterbox.fit(INPUT, INPUT, (INPUT, INPUT))
     embeddings = torch.arange(QUERIES, dtype=torch.float32)[:, None].repeat(1, 8)
@@ -84,7 +97,7 @@ def our_instances(class_logits, mask_logits, settings):
         assert detection.embedding[0] == detection.query_index
         np.testing.assert_allclose(
             detection.class_probs, class_logits[detection.query_index].softmax(-1)[:-1].numpy(),
-            rtol=1e-6)
+            rtol=1e-5)
     return frame
 
 
@@ -104,9 +117,10 @@ def test_equal_to_transformers_where_the_definitions_coincide(seed, threshold):
         assert len(got) == QUERIES  # every query: nothing compared vacuously
     for detection, (label, score, mask) in zip(got, expected, strict=True):
         assert detection.class_id == label
-        assert detection.score == pytest.approx(score, abs=2e-6)  # reference rounds to 1e-6
+        # The reference rounds scores to 1e-6; sums over a mask may differ in the last bits.
+        assert detection.score == pytest.approx(score, abs=1e-5)
         assert detection.mask.shape == (INPUT, INPUT)
-        np.testing.assert_array_equal(detection.mask, mask)
+        assert_masks_equal_away_from_ties(detection.mask, mask, mask_logits[detection.query_index])
 
 
 def test_one_query_with_two_strong_classes_differs_on_purpose():
@@ -124,8 +138,8 @@ def test_one_query_with_two_strong_classes_differs_on_purpose():
                         PostprocessSettings(score_threshold=0.3, max_instances=QUERIES,
                                             resolve_overlaps=False)).detections
     assert len(got) == 1 and got[0].query_index == 0 and got[0].class_id in (1, 4)
-    assert got[0].score == pytest.approx(expected[0][1], abs=2e-6)
-    np.testing.assert_array_equal(got[0].mask, expected[0][2])
+    assert got[0].score == pytest.approx(expected[0][1], abs=1e-5)
+    assert_masks_equal_away_from_ties(got[0].mask, expected[0][2], mask_logits[0])
 
 
 def test_max_instances_keeps_the_best_scores():
@@ -170,7 +184,10 @@ def test_mask_threshold_is_a_probability_on_the_frame():
         assert len(detections) >= QUERIES - 2
         for detection in detections:
             probability = upsampled[detection.query_index].sigmoid().numpy()
-            np.testing.assert_array_equal(detection.mask, probability > threshold)
+            # Pixels within rounding of the threshold may fall on either side of it.
+            clear = np.abs(probability - threshold) > NEAR_TIE
+            assert clear.mean() > 0.999
+            np.testing.assert_array_equal(detection.mask[clear], (probability > threshold)[clear])
 
 
 def test_overlaps_resolved_each_pixel_to_the_most_confident_instance():
@@ -201,7 +218,16 @@ def test_overlaps_resolved_each_pixel_to_the_most_confident_instance():
     for detection in resolved:
         owner[detection.mask] = detection.query_index
     contested = stacked.sum(0) > 1
-    np.testing.assert_array_equal(owner[contested], winner[contested])
+    # Where the best two claims are within rounding of each other either may win (2 of
+    # ~64,000 contested pixels here are 4.8e-7 apart); every other pixel must go to the best.
+    order = np.argsort(claims, axis=0)[-2:]
+    best_two = np.take_along_axis(claims, order, axis=0)
+    decided = contested & (best_two[1] - best_two[0] > NEAR_TIE)
+    assert decided.sum() > 0.99 * contested.sum()
+    np.testing.assert_array_equal(owner[decided], winner[decided])
+    top_two = np.array(queries)[order]
+    near_tie = contested & ~decided
+    assert ((owner == top_two[0]) | (owner == top_two[1]))[near_tie].all()
 
 
 def test_overlaps_resolved_with_a_zero_score_instance():

@@ -93,7 +93,10 @@ def test_attention_bias_is_finite_and_equals_hard_masking():
     blocked[..., 3:] = 1
     ours = attention(query, key, key, blocked * MASKED_LOGIT_BIAS)
     reference = attention(query, key[:, :3], key[:, :3])
-    torch.testing.assert_close(ours, reference, atol=1e-6, rtol=1e-6)
+    # Softmax over 7 vs 3 keys may sum in another order: equal to rounding, not bit for bit;
+    # without the mask the outputs are far from the reference.
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    assert (attention(query, key, key) - reference).abs().max() > 1e-2
 
 
 def test_sine_position_embedding_layout():

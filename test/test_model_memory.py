@@ -94,7 +94,9 @@ def test_open_gate_reads_the_memory(model):
             without_memory = model(frames[1], model.initial_memory(1))
             # The first frame is well defined: only the null token is attended.
             assert torch.isfinite(first.class_logits).all()
-        assert not torch.allclose(with_memory.class_logits, without_memory.class_logits)
+        # An open gate moves the logits by ~0.26 here: a margin far above rounding noise.
+        change = (with_memory.class_logits - without_memory.class_logits).abs().max()
+        assert change > 0.02, change
         # An invalid slot is not read: marking every slot empty equals the empty memory.
         emptied = first.memory._replace(valid=torch.zeros_like(first.memory.valid))
         with torch.no_grad():

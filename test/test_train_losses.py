@@ -1,4 +1,8 @@
-"""Matcher vs brute force, each loss vs hand-computed values, point sampling, criterion."""
+"""Matcher vs brute force, each loss vs hand-computed values, point sampling, criterion.
+
+float32 losses are compared with float64 arithmetic at rel=1e-5 (about 80 float32 ulps):
+far below any real error, far above the last-bit differences between CPUs.
+"""
 
 from __future__ import annotations
 
@@ -61,9 +65,10 @@ def test_sigmoid_focal_loss_by_hand() -> None:
     point1 = 0.25 * math.log(2) * 0.5 ** 2
     point2 = 0.75 * -math.log(1 - p2) * p2 ** 2
     expected = (point1 + point2) / 2 / 0.5  # mean over points, divided by num_masks=0.5
-    assert sigmoid_focal_loss(logits, targets, 0.5).item() == pytest.approx(expected, rel=1e-6)
+    assert sigmoid_focal_loss(logits, targets, 0.5).item() == pytest.approx(expected, rel=1e-5)
     no_alpha = (math.log(2) * 0.25 + -math.log(1 - p2) * p2 ** 2) / 2
-    assert sigmoid_focal_loss(logits, targets, 1.0, alpha=-1).item() == pytest.approx(no_alpha)
+    assert sigmoid_focal_loss(logits, targets, 1.0, alpha=-1).item() == pytest.approx(
+        no_alpha, rel=1e-5)
 
 
 def test_dice_loss_by_hand() -> None:
@@ -72,7 +77,7 @@ def test_dice_loss_by_hand() -> None:
     p, q = _sigmoid(10.0), _sigmoid(-10.0)
     second = 1 - (2 * p + 1) / (p + q + 1 + 1)
     expected = (1 - (2 * 0.5 + 1) / (1.0 + 1.0 + 1)) + second
-    assert dice_loss(logits, targets, 2.0).item() == pytest.approx(expected / 2, rel=1e-6)
+    assert dice_loss(logits, targets, 2.0).item() == pytest.approx(expected / 2, rel=1e-5)
 
 
 def test_class_losses_by_hand_with_down_weighted_no_object() -> None:
@@ -83,10 +88,10 @@ def test_class_losses_by_hand_with_down_weighted_no_object() -> None:
     p0 = math.exp(2) / (math.exp(2) + 2)
     p1 = 1 / (2 + math.e)
     ce = (1.0 * -math.log(p0) + 0.1 * -math.log(p1)) / 1.1
-    assert weighted_cross_entropy(logits, targets, weights).item() == pytest.approx(ce, rel=1e-6)
+    assert weighted_cross_entropy(logits, targets, weights).item() == pytest.approx(ce, rel=1e-5)
     focal = (1.0 * (1 - p0) ** 2 * -math.log(p0) + 0.1 * (1 - p1) ** 2 * -math.log(p1)) / 1.1
     assert softmax_focal_loss(logits, targets, weights, 2.0).item() == pytest.approx(
-        focal, rel=1e-6)
+        focal, rel=1e-5)
 
 
 def test_contrastive_association_loss_by_hand() -> None:
@@ -104,7 +109,7 @@ def test_contrastive_association_loss_by_hand() -> None:
                 + term(e[1, 2], e[0, 0], [e[0, 1], e[0, 2]]))
     total, anchors = contrastive_association_loss(embeddings, matches, tau)
     assert anchors == 2
-    assert total.item() == pytest.approx(expected, rel=1e-6)
+    assert total.item() == pytest.approx(expected, rel=1e-5)
     # unmatched identities across frames give no anchor
     none, count = contrastive_association_loss(
         embeddings, [matches[0], (torch.tensor([1]), torch.tensor([6]))], tau)
@@ -116,11 +121,11 @@ def test_pairwise_costs_by_hand() -> None:
     targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     ce = pairwise_sigmoid_ce(logits, targets)
     sp = lambda x: math.log1p(math.exp(x))  # noqa: E731
-    assert ce[0, 0].item() == pytest.approx((sp(0) + sp(2)) / 2, rel=1e-6)
-    assert ce[0, 1].item() == pytest.approx((sp(0) + sp(-2)) / 2, rel=1e-6)
+    assert ce[0, 0].item() == pytest.approx((sp(0) + sp(2)) / 2, rel=1e-5)
+    assert ce[0, 1].item() == pytest.approx((sp(0) + sp(-2)) / 2, rel=1e-5)
     dice = pairwise_dice(logits, targets)
     p = _sigmoid(2.0)
-    assert dice[0, 1].item() == pytest.approx(1 - (2 * p + 1) / (0.5 + p + 1 + 1), rel=1e-6)
+    assert dice[0, 1].item() == pytest.approx(1 - (2 * p + 1) / (0.5 + p + 1 + 1), rel=1e-5)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -138,7 +143,7 @@ def test_hungarian_matches_brute_force(seed: int) -> None:
     best = min(sum(cost[q, t].item() for t, q in enumerate(perm))
                for perm in itertools.permutations(range(num_queries), num_targets))
     assert sorted(cols.tolist()) == [0, 1, 2]
-    assert cost[rows, cols].sum().item() == pytest.approx(best, rel=1e-6)
+    assert cost[rows, cols].sum().item() == pytest.approx(best, rel=1e-5)
 
 
 def test_matcher_recovers_planted_assignment() -> None:
@@ -217,8 +222,8 @@ def test_deep_supervision_sums_over_layers() -> None:
     one = VideoSetCriterion(3, LossConfig(num_points=64, deep_supervision=False))([frame],
                                                                                  [targets])
     three = VideoSetCriterion(3, config)([deep], [targets])
-    assert three.class_ce.item() == pytest.approx(3 * one.class_ce.item(), rel=1e-6)
-    assert three.class_focal.item() == pytest.approx(3 * one.class_focal.item(), rel=1e-6)
+    assert three.class_ce.item() == pytest.approx(3 * one.class_ce.item(), rel=1e-5)
+    assert three.class_focal.item() == pytest.approx(3 * one.class_focal.item(), rel=1e-5)
     assert one.contrastive.item() == 0.0  # a single frame has nothing to associate
 
 
@@ -230,7 +235,7 @@ def test_frames_without_instances_give_only_no_object_class_loss() -> None:
     terms = VideoSetCriterion(4, LossConfig(num_points=16))(
         [FramePrediction(logits, masks, torch.zeros(1, 3, 2))], [empty])
     assert terms.mask_focal.item() == 0.0 and terms.dice.item() == 0.0
-    assert terms.class_ce.item() == pytest.approx(2.0 * math.log(5), rel=1e-6)
+    assert terms.class_ce.item() == pytest.approx(2.0 * math.log(5), rel=1e-5)
     terms.total.backward()
     assert masks.grad is not None
 
