@@ -235,8 +235,8 @@ def schedule_bursts(config: DegradationConfig, num_frames: int, rng: np.random.G
         extra = int(rng.geometric(1 / (1 + extra_gap))) - 1 if extra_gap > 0 else 0
         return config.min_clean_gap + extra
 
-    # The prefix counts towards the first gap, as if the video had started earlier.
-    t = max(config.clean_prefix, gap() - config.min_clean_gap + config.clean_prefix)
+    # The prefix stands in for the first gap's minimum; the random extra still applies.
+    t = config.clean_prefix + gap() - config.min_clean_gap
     while t < num_frames:
         length = _integer(rng, config.burst_length)
         kind = IMAGE_KINDS[int(rng.choice(len(IMAGE_KINDS), p=rates / total))]
