@@ -8,7 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from metaseg_ros.data.clips import AugmentConfig, augment_clip
+from metaseg_ros.data.clips import AugmentConfig, augment_clip, collate_clips
 from metaseg_ros.data.degradations import (
     DEGRADED_PRESET,
     IMAGE_KINDS,
@@ -247,6 +247,8 @@ def test_frame_tags_survive_slicing_and_augmentation() -> None:
     augmented = augment_clip(clip, AugmentConfig(output_size=(64, 64)),
                              np.random.default_rng(0))
     assert augmented.frame_tags == clip.frame_tags
+    batch = collate_clips([augmented, augmented]).to("cpu")
+    assert batch.frame_tags == (clip.frame_tags, clip.frame_tags)
     with pytest.raises(ValueError):
         ClipSample(clip.frames, clip.masks, clip.class_ids, clip.instance_ids,
                    frame_tags=("",))

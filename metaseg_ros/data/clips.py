@@ -170,14 +170,17 @@ class ClipTargets:
 
 @dataclass(frozen=True, eq=False)
 class ClipBatch:
-    """images (B, T, 3, H, W) float32 RGB 0..255 and one ClipTargets per clip."""
+    """images (B, T, 3, H, W) float32 RGB 0..255 and one ClipTargets per clip; frame_tags:
+    per clip, the ClipSample's frame tags (degradations per frame; () where not recorded)."""
 
     images: torch.Tensor
     targets: tuple[ClipTargets, ...]
+    frame_tags: tuple[tuple[str, ...], ...] = ()
 
     def to(self, device: torch.device | str) -> ClipBatch:
         """The same batch on another device."""
-        return ClipBatch(self.images.to(device), tuple(t.to(device) for t in self.targets))
+        return ClipBatch(self.images.to(device), tuple(t.to(device) for t in self.targets),
+                         self.frame_tags)
 
 
 def collate_clips(clips: Sequence[ClipSample]) -> ClipBatch:
@@ -185,4 +188,4 @@ def collate_clips(clips: Sequence[ClipSample]) -> ClipBatch:
     images = torch.stack([torch.from_numpy(c.frames).permute(0, 3, 1, 2) for c in clips])
     targets = tuple(ClipTargets(torch.from_numpy(c.masks), torch.from_numpy(c.class_ids),
                                 torch.from_numpy(c.instance_ids)) for c in clips)
-    return ClipBatch(images.float(), targets)
+    return ClipBatch(images.float(), targets, tuple(c.frame_tags for c in clips))
