@@ -31,7 +31,7 @@ setup(
         "train": ["tensorboard>=2.14", "tqdm>=4.60", "imgviz>=1.7", "scikit-image>=0.22",
                   "pycocotools>=2.0.7", "motmetrics>=1.4", "rosbags>=0.10"],
     },
-    # The message definitions, where bag reading (metaseg_ros/data/bag.py) finds them when
+    # The message definitions, where bag reading (metaseg_ros/data/bag_format.py) finds them when
     # the package is installed without ROS.
     data_files=[("share/metaseg_ros/msg", ["msg/InstanceMask.msg", "msg/InstanceMaskArray.msg"])],
     entry_points={
@@ -42,6 +42,7 @@ setup(
             "metaseg-export = metaseg_ros.cli.export:main",
             "metaseg-train = metaseg_ros.cli.train:main",
             "metaseg-make-synthetic = metaseg_ros.cli.make_synthetic:main",
+            "metaseg-eval = metaseg_ros.eval.evaluate:main",
         ],
     },
 )

@@ -99,12 +99,14 @@ class TrackedInstance:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class TrackedFrame:
-    """The result of one pipeline step: tracked instances plus per-stage timings (ms)."""
+    """The result of one pipeline step: tracked instances, per-stage timings (ms), and the
+    tracks alive after it (tentative and lost ones included; -1 when unknown)."""
 
     height: int
     width: int
     instances: tuple[TrackedInstance, ...]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    live_tracks: int = -1
 
 
 @runtime_checkable

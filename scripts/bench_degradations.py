@@ -7,7 +7,7 @@ The same held-out videos (seed 0, videos 200000.., disjoint from training 0..399
 the held-out split 100000..) are rendered clean, with one degradation kind at a time
 (`DEGRADED_PRESET.only(kind)`: image kinds on --rate of the frames after the clean prefix,
 scene events in every video), and with the whole DEGRADED_PRESET mix. Each runs through the
-online pipeline (MetaSegSegmenter + Tracker with defaults) twice: memory off (the model's
+online pipeline (StreamingSegmenter + Tracker with defaults) twice: memory off (the model's
 memory emptied before every frame) and memory on.
 
 Table 1, per kind: video mask AP, AP50 and J&F restricted to the frames that have that kind
@@ -40,22 +40,22 @@ from metaseg_ros.data.degradations import (
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
 from metaseg_ros.eval import FrameObjects, davis_j_and_f, mot_metrics_combined
 from metaseg_ros.eval.davis import JAndF
+from metaseg_ros.eval.evaluate import ground_truth_frames
 from metaseg_ros.eval.subsets import j_and_f_on_frames, video_ap_on_frames
-from metaseg_ros.inference.backends import EagerRunner
 from metaseg_ros.inference.pipeline import PerceptionPipeline
-from metaseg_ros.inference.postprocess import PostprocessSettings
-from metaseg_ros.inference.segmenter import MetaSegSegmenter
+from metaseg_ros.inference.runners.eager import EagerRunner
+from metaseg_ros.inference.segmenter import StreamingSegmenter
+from metaseg_ros.inference.settings import PostprocessSettings
 from metaseg_ros.model.checkpoint import load_checkpoint
 from metaseg_ros.results import FrameDetections
 from metaseg_ros.tracking import Tracker, TrackerConfig
-from metaseg_ros.train.evaluate import ground_truth_frames
 
 
 class MemorylessSegmenter:
     """The segmenter with its memory emptied before every frame; detections of a frame seen
     before (same pixels) are reused, as they depend on that frame alone."""
 
-    def __init__(self, inner: MetaSegSegmenter) -> None:
+    def __init__(self, inner: StreamingSegmenter) -> None:
         self.inner = inner
         self.cache: dict[bytes, FrameDetections] = {}
 
@@ -127,7 +127,7 @@ def main() -> None:
         image_size=size, num_frames=args.frames, class_names=tuple(model.class_names),
         degradations=degradations), seed=args.seed, first_video=args.first_video)
         for name, degradations in variants.items()}
-    segmenter = MetaSegSegmenter(EagerRunner(model), PostprocessSettings())
+    segmenter = StreamingSegmenter(EagerRunner(model), PostprocessSettings())
     memoryless = MemorylessSegmenter(segmenter)
     modes = {"off": memoryless, "on": segmenter}
     runs = {(name, mode): Run([], [], [], []) for name in variants for mode in modes}

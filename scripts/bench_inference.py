@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Per-frame latency of MetaSegSegmenter.step and of the network alone, per backend.
+"""Per-frame latency of StreamingSegmenter.step and of the network alone, per backend.
 
 Each (config, size, backend) is measured in a fresh process (ONNX Runtime measured in the
 process that just exported was seen 2.5x slower): a first process exports into the artifact
 cache, a second one loads the cached artifact and times
-  step      MetaSegSegmenter.step on a 640x480 RGB frame: letterbox + network + post-processing
+  step      StreamingSegmenter.step on a 640x480 RGB frame: letterbox + network + post-processing
   pre, net_in_step, post
             the same three parts timed one after the other, frame after frame, as in step
   network   the runner alone, called back to back on one letterboxed frame, memory fed back
@@ -101,10 +101,12 @@ def worker(args: argparse.Namespace) -> dict:
     """Measure one (config, size, backend) in this process; with --prepare only export."""
     import torch
 
-    from metaseg_ros.inference.backends import RunnerOptions, create_runner
-    from metaseg_ros.inference.postprocess import PostprocessSettings, select_instances
+    from metaseg_ros.inference.builder import create_runner
+    from metaseg_ros.inference.postprocess import select_instances
     from metaseg_ros.inference.preprocess import letterbox_image
-    from metaseg_ros.inference.segmenter import MetaSegSegmenter
+    from metaseg_ros.inference.runner import RunnerOptions
+    from metaseg_ros.inference.segmenter import StreamingSegmenter
+    from metaseg_ros.inference.settings import PostprocessSettings
 
     torch.set_num_threads(args.threads)
     model = build_model(args)
@@ -122,7 +124,7 @@ def worker(args: argparse.Namespace) -> dict:
     if args.prepare:
         return {"exported": exported, "setup_s": round(setup_s, 1)}
     settings = PostprocessSettings(score_threshold=args.score_threshold)
-    segmenter = MetaSegSegmenter(runner, settings)
+    segmenter = StreamingSegmenter(runner, settings)
     if args.preprocess_on == "cpu":
         segmenter.preprocess_device = None
     frames = camera_frames(args.frames + args.warmup)

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_memory_tracking.py --checkpoint metaseg_ros/weights/metaseg_tiny
 
-Runs the online pipeline (MetaSegSegmenter + Tracker) over held-out synthetic videos in
+Runs the online pipeline (StreamingSegmenter + Tracker) over held-out synthetic videos in
 several variants and prints video mask AP, IDF1, HOTA and ID switches for each:
 
 - memory on, tracker defaults (the shipped configuration);
@@ -32,14 +32,14 @@ import numpy as np
 import torch
 
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
-from metaseg_ros.inference.backends import EagerRunner
+from metaseg_ros.eval.evaluate import evaluate_segmenter
 from metaseg_ros.inference.pipeline import PerceptionPipeline
-from metaseg_ros.inference.postprocess import PostprocessSettings
-from metaseg_ros.inference.segmenter import MetaSegSegmenter
+from metaseg_ros.inference.runners.eager import EagerRunner
+from metaseg_ros.inference.segmenter import StreamingSegmenter
+from metaseg_ros.inference.settings import PostprocessSettings
 from metaseg_ros.model.checkpoint import load_checkpoint
 from metaseg_ros.results import FrameDetections
 from metaseg_ros.tracking import Tracker, TrackerConfig, pairwise_iou, summarize_mask
-from metaseg_ros.train.evaluate import evaluate_segmenter
 
 
 class RecordedSegmenter:
@@ -79,7 +79,7 @@ class RecordedSegmenter:
 class MemorylessSegmenter:
     """The same segmenter with its memory emptied before every frame."""
 
-    def __init__(self, inner: MetaSegSegmenter) -> None:
+    def __init__(self, inner: StreamingSegmenter) -> None:
         self.inner = inner
 
     @property
@@ -136,7 +136,7 @@ def main() -> None:
     source = SyntheticVideoSource(args.videos, SyntheticConfig(image_size=size,
                                                                num_frames=args.frames),
                                   seed=0, first_video=args.first_video)
-    segmenter = MetaSegSegmenter(EagerRunner(model), PostprocessSettings())
+    segmenter = StreamingSegmenter(EagerRunner(model), PostprocessSettings())
     defaults = TrackerConfig()
     columns = ("| video AP | IDF1 | HOTA | ID switches | MOTA | false positives | misses |",
                "|---|---|---|---|---|---|---|")

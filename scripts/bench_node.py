@@ -52,8 +52,8 @@ def main() -> None:
     from sensor_msgs.msg import Image
 
     from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoGenerator
+    from metaseg_ros.image_codec import rgb_to_image_fields
     from metaseg_ros.msg import InstanceMaskArray
-    from metaseg_ros.ros.conversions import rgb_to_image_fields
 
     frames = SyntheticVideoGenerator(SyntheticConfig(image_size=(args.size, args.size),
                                                      num_frames=24), seed=3).clip(0, range(24))

@@ -34,6 +34,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metaseg_ros.classes import DEFAULT_CLASSES
+from metaseg_ros.data.synthetic_detections import (
+    NOISE_LEVELS,
+    SyntheticSequence,
+    make_scene,
+    simulate,
+)
 from metaseg_ros.eval import (
     FrameObjects,
     combine_hota,
@@ -47,12 +53,6 @@ from metaseg_ros.tracking import (
     assign,
     pairwise_iou,
     summarize_mask,
-)
-from metaseg_ros.tracking.synthetic import (
-    NOISE_LEVELS,
-    SyntheticSequence,
-    make_scene,
-    simulate,
 )
 
 MAX_LOST_SETTINGS = (0, 5, 15, 30, 60)

@@ -10,16 +10,12 @@ import pytest
 import torch
 
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoGenerator
-from metaseg_ros.inference.backends import (
-    CudaGraphRunner,
-    EagerRunner,
-    RunnerOptions,
-    create_runner,
-    resolve_backend,
-)
+from metaseg_ros.inference.builder import create_pipeline, create_runner, resolve_backend
 from metaseg_ros.inference.export import compare_step_outputs
-from metaseg_ros.inference.factory import PipelineSettings, create_pipeline
 from metaseg_ros.inference.preprocess import letterbox_image
+from metaseg_ros.inference.runner import RunnerOptions
+from metaseg_ros.inference.runners.eager import CudaGraphRunner, EagerRunner
+from metaseg_ros.inference.settings import ModelSettings, PipelineSettings
 from metaseg_ros.model import MetaSegmenter, get_config
 from metaseg_ros.model.layers import MultiScaleDeformableAttention
 
@@ -139,8 +135,9 @@ def test_auto_on_cuda_is_the_cuda_graph():
 def tracked(device: str, precision: str = "float32",
             backend: str = "auto") -> list[list[tuple[int, int, int]]]:
     """(track id, class id, mask pixels) per instance per frame, shipped model, full pipeline."""
-    pipeline = create_pipeline(PipelineSettings(backend=backend, device=device,
-                                                precision=precision), log=lambda _: None)
+    settings = PipelineSettings(ModelSettings(backend=backend, device=device,
+                                              precision=precision))
+    pipeline = create_pipeline(settings, log=lambda _: None)
     return [sorted((i.track_id, i.class_id, int(i.mask.sum())) for i in
                    pipeline.step(frame).instances) for frame in video()]
 
@@ -162,8 +159,9 @@ def test_shipped_model_in_float16_keeps_the_track_ids():
 
 
 def test_postprocessing_on_the_gpu_selects_what_the_cpu_selects():
-    from metaseg_ros.inference.postprocess import PostprocessSettings, select_instances
+    from metaseg_ros.inference.postprocess import select_instances
     from metaseg_ros.inference.preprocess import Letterbox
+    from metaseg_ros.inference.settings import PostprocessSettings
 
     generator = torch.Generator().manual_seed(3)
     class_logits = torch.randn(50, 21, generator=generator) * 3
@@ -200,7 +198,7 @@ def test_letterboxing_on_the_gpu_equals_the_cpu(frame_size):
 
 
 def test_segmenter_letterboxes_where_the_network_runs():
-    from metaseg_ros.inference.segmenter import MetaSegSegmenter
+    from metaseg_ros.inference.segmenter import StreamingSegmenter
 
-    assert MetaSegSegmenter(EagerRunner(gated_model(), "cuda")).preprocess_device.type == "cuda"
-    assert MetaSegSegmenter(EagerRunner(gated_model(), "cpu")).preprocess_device is None
+    assert StreamingSegmenter(EagerRunner(gated_model(), "cuda")).preprocess_device.type == "cuda"
+    assert StreamingSegmenter(EagerRunner(gated_model(), "cpu")).preprocess_device is None

@@ -15,16 +15,16 @@ import torch
 
 from metaseg_ros.classes import DEFAULT_CLASSES
 from metaseg_ros.cli.make_synthetic import main as make_synthetic
-from metaseg_ros.data.bag import (
+from metaseg_ros.data.bag_format import (
     COMPRESSED_IMAGE_TYPE,
     DEFAULT_GT_TOPIC,
     DEFAULT_IMAGE_TOPIC,
     GROUND_TRUTH_TYPE,
     IMAGE_TYPE,
-    BagVideoSource,
     metaseg_typestore,
-    write_bag,
 )
+from metaseg_ros.data.bag_reader import BagVideoSource
+from metaseg_ros.data.bag_writer import write_bag
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
 from metaseg_ros.masks import encode_rle
 from metaseg_ros.train.config import load_train_config
@@ -412,7 +412,7 @@ def test_reading_a_bag_imports_no_rclpy(tmp_path: Path, source) -> None:
 
     root = write_bag(source, tmp_path, storage="mcap")
     code = ("import sys\n"
-            "from metaseg_ros.data.bag import BagVideoSource\n"
+            "from metaseg_ros.data.bag_reader import BagVideoSource\n"
             f"s = BagVideoSource({str(root)!r}, {DEFAULT_IMAGE_TOPIC!r}, {DEFAULT_GT_TOPIC!r},"
             " ('person',))\n"
             "s.load_clip(0, [0, 1])\n"
@@ -424,10 +424,10 @@ def test_reading_a_bag_imports_no_rclpy(tmp_path: Path, source) -> None:
 
 
 def test_evaluate_cli_scores_a_checkpoint_on_bags(tmp_path: Path, source, capsys) -> None:
+    from metaseg_ros.eval.evaluate import main as evaluate
     from metaseg_ros.model.checkpoint import save_checkpoint
     from metaseg_ros.model.config import get_config
     from metaseg_ros.model.metasegmenter import MetaSegmenter
-    from metaseg_ros.train.evaluate import main as evaluate
 
     torch.set_num_threads(1)
     write_bag(source, tmp_path / "bags", storage="mcap")

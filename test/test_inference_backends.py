@@ -1,4 +1,4 @@
-"""Backends through MetaSegSegmenter.step: eager, onnxruntime and exported give the same
+"""Backends through StreamingSegmenter.step: eager, onnxruntime and exported give the same
 detections over a 5-frame sequence with the memory fed back; exported artifacts are cached,
 reused, self-describing, and loaded without unpickling."""
 
@@ -13,30 +13,28 @@ import numpy as np
 import pytest
 import torch
 
-from metaseg_ros.inference.backends import (
-    BackendUnavailableError,
-    EagerRunner,
-    OnnxRuntimeRunner,
-    RunnerOptions,
-    artifact_backend,
-    create_runner,
-    is_artifact_path,
-    resolve_backend,
-    runner_from_artifact,
-)
-from metaseg_ros.inference.export import (
+from metaseg_ros.inference.artifacts import (
     DESCRIPTION_KEY,
     ArtifactError,
     ExportSettings,
     artifact_fingerprint,
-    compare_step_outputs,
-    ensure_artifact,
     load_program_artifact,
 )
-from metaseg_ros.inference.factory import PipelineSettings
-from metaseg_ros.inference.postprocess import PostprocessSettings
+from metaseg_ros.inference.builder import (
+    artifact_backend,
+    create_runner,
+    create_segmenter,
+    is_artifact_path,
+    resolve_backend,
+    runner_from_artifact,
+)
+from metaseg_ros.inference.export import compare_step_outputs, ensure_artifact
 from metaseg_ros.inference.preprocess import letterbox_image
-from metaseg_ros.inference.segmenter import MetaSegSegmenter
+from metaseg_ros.inference.runner import BackendUnavailableError, RunnerOptions
+from metaseg_ros.inference.runners.eager import EagerRunner
+from metaseg_ros.inference.runners.onnxruntime import OnnxRuntimeRunner
+from metaseg_ros.inference.segmenter import StreamingSegmenter
+from metaseg_ros.inference.settings import ModelSettings, PipelineSettings, PostprocessSettings
 from metaseg_ros.model import MetaSegmenter, get_config
 from metaseg_ros.model.layers import set_deformable_sampling
 
@@ -92,7 +90,7 @@ def runners(model, cache_dir):
 
 
 def run_sequence(runner, frames, settings=ALL_QUERIES):
-    segmenter = MetaSegSegmenter(runner, settings)
+    segmenter = StreamingSegmenter(runner, settings)
     return [segmenter.step(frame) for frame in frames]
 
 
@@ -212,7 +210,7 @@ def test_onnxruntime_memory_is_fed_back_without_copies(runners):
     for tensor in (*output.memory, output.class_logits):
         assert tensor.device.type == "cpu" and tensor.is_contiguous()
     # The next call reads the arrays ONNX Runtime returned, not copies of them.
-    from metaseg_ros.inference.backends import _as_numpy
+    from metaseg_ros.inference.runners.onnxruntime import _as_numpy
 
     for tensor in output.memory:
         assert np.shares_memory(_as_numpy(tensor), tensor.numpy())
@@ -221,10 +219,10 @@ def test_onnxruntime_memory_is_fed_back_without_copies(runners):
 def test_ready_made_onnx_file_runs_from_the_node_settings(runners, eager_detections, tmp_path):
     shipped = tmp_path / "robot.onnx"
     shutil.copy(runners[0]["onnxruntime"].path, shipped)
-    settings = PipelineSettings(checkpoint=str(shipped), backend="onnxruntime",
-                                score_threshold=0.0, max_instances=20, resolve_overlaps=False)
+    settings = PipelineSettings(ModelSettings(checkpoint=str(shipped), backend="onnxruntime"),
+                                ALL_QUERIES)
     logs: list[str] = []
-    segmenter = MetaSegSegmenter.from_settings(settings, log=logs.append)
+    segmenter, _ = create_segmenter(settings, log=logs.append)
     assert "export" in logs[-1] and segmenter.config == small_model().config
     first = segmenter.step(panning_frames(1)[0])
     expected = {d.query_index: d.score for d in eager_detections[0].detections}
@@ -232,44 +230,45 @@ def test_ready_made_onnx_file_runs_from_the_node_settings(runners, eager_detecti
     for detection in first.detections:
         assert detection.score == pytest.approx(expected[detection.query_index], abs=1e-3)
     with pytest.raises(ValueError, match="onnxruntime"):
-        MetaSegSegmenter.from_settings(PipelineSettings(checkpoint=str(shipped),
-                                                        backend="exported"), log=logs.append)
+        create_segmenter(PipelineSettings(ModelSettings(checkpoint=str(shipped),
+                                                        backend="exported")), log=logs.append)
 
 
 def test_auto_backend_choice(monkeypatch):
     assert resolve_backend("auto", "cpu") == "onnxruntime"  # installed here
     assert resolve_backend("auto", "cuda") == "cudagraph"  # measured on an H200
     assert resolve_backend("exported", "cpu") == "exported"
-    import metaseg_ros.inference.backends as backends
+    import metaseg_ros.inference.builder as builder
 
     def missing(device: str = "cpu"):
         raise BackendUnavailableError("no onnxruntime")
 
-    monkeypatch.setattr(backends, "import_onnxruntime", missing)
+    monkeypatch.setattr(builder, "import_onnxruntime", missing)
     assert resolve_backend("auto", "cpu") == "eager"
 
 
 def test_auto_backend_falls_back_to_eager_when_the_export_fails(monkeypatch, tmp_path):
     """backend auto never leaves the node without a model: a failed ONNX export is logged and
     the model runs eagerly; an explicitly requested backend fails loudly instead."""
-    import metaseg_ros.inference.backends as backends
+    import metaseg_ros.inference.builder as builder
 
-    real_create_runner = backends.create_runner
+    real_create_runner = builder.create_runner
 
     def failing_onnx(model, backend, *args, **kwargs):
         if backend == "onnxruntime":
             raise RuntimeError("export failed")
         return real_create_runner(model, backend, *args, **kwargs)
 
-    monkeypatch.setattr(backends, "create_runner", failing_onnx)
+    monkeypatch.setattr(builder, "create_runner", failing_onnx)
     logs: list[str] = []
-    segmenter = MetaSegSegmenter.from_settings(PipelineSettings(backend="auto"),
-                                               log=logs.append)
+    segmenter, info = create_segmenter(PipelineSettings(ModelSettings(backend="auto")),
+                                       log=logs.append)
     assert isinstance(segmenter.runner, EagerRunner)
     assert any("onnxruntime failed" in line and "running eager" in line for line in logs), logs
-    assert "on eager (auto)/cpu" in segmenter.description
+    assert "on eager (auto)/cpu" in info.description and info.backend == "eager"
     with pytest.raises(RuntimeError, match="export failed"):
-        MetaSegSegmenter.from_settings(PipelineSettings(backend="onnxruntime"), log=logs.append)
+        create_segmenter(PipelineSettings(ModelSettings(backend="onnxruntime")),
+                         log=logs.append)
 
 
 def test_artifact_paths_select_their_backend():

@@ -6,11 +6,9 @@ import pytest
 import torch
 
 from metaseg_ros.cli.export import main
-from metaseg_ros.inference.backends import (
-    BackendUnavailableError,
-    import_torch_tensorrt,
-    runner_from_artifact,
-)
+from metaseg_ros.inference.builder import runner_from_artifact
+from metaseg_ros.inference.runner import BackendUnavailableError
+from metaseg_ros.inference.runners.tensorrt import import_torch_tensorrt
 from metaseg_ros.model import MetaSegmenter, get_config, save_checkpoint
 
 pytest.importorskip("onnxruntime")

@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 import torch
 
-from metaseg_ros.inference.backends import EagerRunner
-from metaseg_ros.inference.postprocess import PostprocessSettings, select_instances
+from metaseg_ros.inference.postprocess import select_instances
 from metaseg_ros.inference.preprocess import Letterbox
-from metaseg_ros.inference.segmenter import MetaSegSegmenter
+from metaseg_ros.inference.runners.eager import EagerRunner
+from metaseg_ros.inference.segmenter import StreamingSegmenter
+from metaseg_ros.inference.settings import PostprocessSettings
 from metaseg_ros.model import MetaSegmenter, get_config
 from metaseg_ros.results import BoundingBox
 
@@ -307,16 +308,17 @@ def test_thresholds_are_validated(field, value):
         PostprocessSettings(**{field: value})
 
 
-def test_configure_postprocess_validates_and_rejects_unknown_names():
+def test_live_postprocess_changes_are_validated_before_they_reach_the_segmenter():
     torch.manual_seed(0)
     model = MetaSegmenter(get_config("tiny", image_size=(64, 64), num_queries=4,
                                      num_decoder_layers=1, pixel_decoder={"encoder_layers": 1}))
-    segmenter = MetaSegSegmenter(EagerRunner(model))
-    segmenter.configure_postprocess(score_threshold=0.25, max_instances=3)
+    segmenter = StreamingSegmenter(EagerRunner(model))
+    segmenter.set_postprocess(dataclasses.replace(segmenter.settings, score_threshold=0.25,
+                                                  max_instances=3))
     assert (segmenter.settings.score_threshold, segmenter.settings.max_instances) == (0.25, 3)
     before = segmenter.settings
     with pytest.raises(TypeError):
-        segmenter.configure_postprocess(score_treshold=0.3)
+        segmenter.set_postprocess(dataclasses.replace(before, score_treshold=0.3))
     with pytest.raises(ValueError, match="mask_threshold"):
-        segmenter.configure_postprocess(mask_threshold=1.5)
+        segmenter.set_postprocess(dataclasses.replace(before, mask_threshold=1.5))
     assert segmenter.settings == before

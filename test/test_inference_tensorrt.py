@@ -16,15 +16,11 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from metaseg_ros.inference.backends import (
-    BackendUnavailableError,
-    RunnerOptions,
-    create_runner,
-    import_torch_tensorrt,
-    plan_tensorrt_build,
-    tensorrt_compile_options,
-)
-from metaseg_ros.inference.export import ExportSettings, artifact_fingerprint
+from metaseg_ros.inference.artifacts import ExportSettings, artifact_fingerprint
+from metaseg_ros.inference.builder import create_runner
+from metaseg_ros.inference.export import plan_tensorrt_build, tensorrt_compile_options
+from metaseg_ros.inference.runner import BackendUnavailableError, RunnerOptions
+from metaseg_ros.inference.runners.tensorrt import import_torch_tensorrt
 from metaseg_ros.model import MetaSegmenter, get_config
 from metaseg_ros.model.export import INPUT_NAMES
 

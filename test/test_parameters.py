@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 pytest.importorskip("rclpy")
-from metaseg_ros.inference.factory import PipelineSettings
+from metaseg_ros.inference.settings import PipelineSettings
 from metaseg_ros.ros.parameters import PARAMETERS, ParamSpec
 from metaseg_ros.tracking import TrackerConfig
 
@@ -30,7 +30,8 @@ def test_every_tracker_field_is_a_described_parameter() -> None:
         assert spec.description and spec.description != field
         assert spec.default == getattr(TrackerConfig(), field)
     settings = PipelineSettings.from_parameters({s.name: s.default for s in PARAMETERS})
-    assert TrackerConfig(**settings.tracker) == TrackerConfig()
+    assert settings.tracker == TrackerConfig()
+    assert settings == PipelineSettings()  # model and post-processing defaults too
 
 
 def test_spec_checks_choices_and_ranges() -> None:
@@ -41,3 +42,51 @@ def test_spec_checks_choices_and_ranges() -> None:
     assert number.check(1.0) is None and "outside" in number.check(1.5)
     descriptor = number.descriptor()
     assert descriptor.floating_point_range[0].to_value == 1.0 and descriptor.read_only
+
+
+@pytest.mark.parametrize("post_set_callbacks", [True, False], ids=["post-set", "humble"])
+def test_live_thresholds_are_validated_then_applied(rclpy_context, post_set_callbacks) -> None:
+    """Both callback schemes (post-set on Iron and newer; Humble's on-set fallback, selected
+    here explicitly) reject a bad value without touching the pipeline and apply a good one."""
+    from rclpy.parameter import Parameter
+
+    from metaseg_ros.ros.node import MetaSegNode
+
+    node = MetaSegNode(post_set_callbacks=post_set_callbacks, parameter_overrides=[
+        Parameter("backend", value="eager")])
+    try:
+        segmenter = node._pipeline.segmenter
+        assert segmenter.settings.score_threshold == 0.5
+        results = node.set_parameters([Parameter("score_threshold", value=1.5)])
+        assert not results[0].successful and "score_threshold" in results[0].reason
+        assert segmenter.settings.score_threshold == 0.5
+        assert node.get_parameter("score_threshold").value == 0.5
+        results = node.set_parameters([Parameter("score_threshold", value=0.25),
+                                       Parameter("max_instances", value=7)])
+        assert all(result.successful for result in results)
+        assert (segmenter.settings.score_threshold, segmenter.settings.max_instances) == \
+            (0.25, 7)
+        results = node.set_parameters([Parameter("backend", value="onnxruntime")])
+        assert not results[0].successful  # read-only: needs a restart
+    finally:
+        node.shutdown()
+        node.destroy_node()
+
+
+def test_a_plugin_without_adjustable_postprocessing_refuses_live_thresholds(
+        rclpy_context) -> None:
+    from rclpy.parameter import Parameter
+
+    from metaseg_ros.ros.node import MetaSegNode
+
+    node = MetaSegNode(parameter_overrides=[
+        Parameter("segmenter", value="color_segmenter:create")])
+    try:
+        results = node.set_parameters([Parameter("score_threshold", value=0.25)])
+        assert not results[0].successful
+        assert "no adjustable post-processing" in results[0].reason
+        assert node.set_parameters([Parameter("publish_label_image", value=False)])[0].successful
+        assert node._params["publish_label_image"] is False
+    finally:
+        node.shutdown()
+        node.destroy_node()

@@ -9,12 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from metaseg_ros.ros.conversions import (
-    ImageConversionError,
-    ImageDecoder,
-    compressed_to_rgb,
-    image_to_rgb,
-)
+from metaseg_ros.image_codec import ImageConversionError, compressed_to_rgb, image_to_rgb
+from metaseg_ros.ros.conversions import ImageDecoder
 
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, size=(6, 10, 3), dtype=np.uint8)

@@ -7,15 +7,15 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from metaseg_ros.classes import DEFAULT_CLASSES
-from metaseg_ros.eval import FrameObjects, hota_metrics, mot_metrics
-from metaseg_ros.tracking import Tracker, TrackerConfig
-from metaseg_ros.tracking.synthetic import (
+from metaseg_ros.data.synthetic_detections import (
     NOISE_LEVELS,
     SCENE_KINDS,
     DetectorNoise,
     make_scene,
     simulate,
 )
+from metaseg_ros.eval import FrameObjects, hota_metrics, mot_metrics
+from metaseg_ros.tracking import Tracker, TrackerConfig
 
 
 def track(sequence, **config) -> list[FrameObjects]:

@@ -341,8 +341,8 @@ def test_gated_iou_gives_the_same_admissible_pairs_as_the_full_iou(kind):
     """_similarity computes the exact mask IoU only for pairs that could pass the gate; on a
     noisy crowded sequence it agrees with the similarity written out in full (IoU of every
     pair) on every admissible pair, and admits exactly the same pairs."""
+    from metaseg_ros.data.synthetic_detections import NOISE_LEVELS, make_scene, simulate
     from metaseg_ros.tracking.mask_summary import pairwise_iou
-    from metaseg_ros.tracking.synthetic import NOISE_LEVELS, make_scene, simulate
 
     sequence = simulate(make_scene(kind, seed=3, num_frames=40), NOISE_LEVELS["high"], seed=3)
     tracker = Tracker(TrackerConfig(), DEFAULT_CLASSES)

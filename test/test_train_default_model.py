@@ -1,6 +1,6 @@
 """Regression bar of the shipped default model: it must still reach its documented metrics.
 
-The model card's numbers come from `python -m metaseg_ros.train.evaluate`; the lead also
+The model card's numbers come from `metaseg-eval` (metaseg_ros.eval.evaluate); the lead also
 records a small, fixed subset of the held-out split with the same command and
 `--max-videos 4 --output metaseg_ros/weights/metaseg_tiny.regression.json`. This test
 re-runs exactly that evaluation (fixed data, fixed seed) and compares.
@@ -13,8 +13,8 @@ import json
 import pytest
 import torch
 
-from metaseg_ros.inference.segmenter import WEIGHTS_DIR, shipped_checkpoint
-from metaseg_ros.train.evaluate import main
+from metaseg_ros.eval.evaluate import main
+from metaseg_ros.inference.builder import WEIGHTS_DIR, shipped_checkpoint
 
 REGRESSION_FILE = WEIGHTS_DIR / "metaseg_tiny.regression.json"
 CHECKED = ("video_ap", "idf1", "hota", "j_and_f")

@@ -19,12 +19,9 @@ from metaseg_ros.train.config import (
     train_config_to_dict,
 )
 from metaseg_ros.train.distributed import StepSampler
-from metaseg_ros.train.trainer import (
-    Trainer,
-    build_optimizer,
-    init_from_checkpoint,
-    lr_factor,
-)
+from metaseg_ros.train.initialization import init_from_checkpoint
+from metaseg_ros.train.optimizer import build_optimizer, lr_factor
+from metaseg_ros.train.trainer import Trainer
 
 TINY_OVERRIDES = [
     "model_overrides={num_queries: 12, num_decoder_layers: 2}",

@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     from sensor_msgs.msg import Image
 
     from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoGenerator
+    from metaseg_ros.image_codec import rgb_to_image_fields
     from metaseg_ros.msg import InstanceMaskArray
-    from metaseg_ros.ros.conversions import rgb_to_image_fields
 
     generator = SyntheticVideoGenerator(
         SyntheticConfig(image_size=(args.size, args.size), num_frames=args.frames), seed=args.seed)

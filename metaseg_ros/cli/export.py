@@ -42,26 +42,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metaseg_ros.inference.backends import (
-    BackendUnavailableError,
-    EagerRunner,
-    ExportedProgramRunner,
-    OnnxRuntimeRunner,
-    TensorRTRunner,
-    build_tensorrt_artifact,
-    import_torch_tensorrt,
-    tensorrt_settings,
-)
+from metaseg_ros.inference.artifacts import ArtifactError, ExportSettings, artifact_fingerprint
 from metaseg_ros.inference.export import (
-    ArtifactError,
-    ExportSettings,
     FrameParity,
-    artifact_fingerprint,
+    build_tensorrt_artifact,
     compare_step_outputs,
+    tensorrt_settings,
     write_onnx_artifact,
     write_program_artifact,
 )
 from metaseg_ros.inference.preprocess import letterbox_image
+from metaseg_ros.inference.runner import BackendUnavailableError
+from metaseg_ros.inference.runners.eager import EagerRunner
+from metaseg_ros.inference.runners.onnxruntime import OnnxRuntimeRunner
+from metaseg_ros.inference.runners.program import ExportedProgramRunner
+from metaseg_ros.inference.runners.tensorrt import TensorRTRunner, import_torch_tensorrt
 from metaseg_ros.model.checkpoint import CheckpointError, load_checkpoint
 from metaseg_ros.model.config import CONFIG_NAMES, get_config, replace_config
 from metaseg_ros.model.export import FORBIDDEN_ONNX_OPS, find_forbidden_ops

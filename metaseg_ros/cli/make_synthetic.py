@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from metaseg_ros.data.bag import STORAGES, write_bag
+from metaseg_ros.data.bag_format import STORAGES
+from metaseg_ros.data.bag_writer import write_bag
 from metaseg_ros.data.davis import write_davis
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
 from metaseg_ros.data.ytvis import write_youtube_vis

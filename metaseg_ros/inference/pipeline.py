@@ -3,22 +3,30 @@
     rgb frame -> Segmenter.step() -> FrameDetections -> Tracker.update() -> TrackedFrame
 
 The pipeline owns no ROS state; the node and the replay tool each feed it frames and
-publish or record what it returns, so both run exactly the same code.
+publish or record what it returns, so both run exactly the same code. It is also all the
+node knows of what runs: its `info` (for logs and /diagnostics) and live post-processing.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from metaseg_ros.inference.settings import PostprocessSettings
 from metaseg_ros.results import FrameDetections, Segmenter, TrackedFrame, TrackedInstance
 
 
 class InstanceTracker(Protocol):
     """Assigns persistent track ids to per-frame detections."""
+
+    @property
+    def live_track_count(self) -> int:
+        """Tracks alive now (tentative, confirmed and lost)."""
+        ...
 
     def update(self, frame: FrameDetections) -> tuple[TrackedInstance, ...]:
         """Associate this frame's detections with tracks; return the instances to publish."""
@@ -29,17 +37,51 @@ class InstanceTracker(Protocol):
         ...
 
 
-class PerceptionPipeline:
-    """Segmenter + tracker behind one `step(rgb) -> TrackedFrame` call."""
+@dataclass(frozen=True)
+class PipelineInfo:
+    """What runs, as the builder made it (for logs and /diagnostics).
 
-    def __init__(self, segmenter: Segmenter, tracker: InstanceTracker) -> None:
+    backend: the backend actually running ('' for a segmenter plugin); random_weights: no
+    checkpoint was found, the masks mean nothing.
+    """
+
+    description: str
+    backend: str = ""
+    precision: str = ""
+    device: str = ""
+    random_weights: bool = False
+
+
+class PerceptionPipeline:
+    """Segmenter + tracker behind one `step(rgb) -> TrackedFrame` call.
+
+    set_postprocess: how new post-processing settings reach the segmenter while running
+    (None when the segmenter has no adjustable post-processing, e.g. a plugin).
+    """
+
+    def __init__(self, segmenter: Segmenter, tracker: InstanceTracker,
+                 info: PipelineInfo | None = None,
+                 set_postprocess: Callable[[PostprocessSettings], None] | None = None) -> None:
         self.segmenter = segmenter
         self.tracker = tracker
+        self.info = info or PipelineInfo(description=type(segmenter).__name__)
+        self._set_postprocess = set_postprocess
 
     @property
     def class_names(self) -> Sequence[str]:
         """Class names of the segmenter, indexed by class id."""
         return self.segmenter.class_names
+
+    @property
+    def adjustable_postprocess(self) -> bool:
+        """Whether post-processing settings can change while running."""
+        return self._set_postprocess is not None
+
+    def set_postprocess(self, settings: PostprocessSettings) -> None:
+        """Apply new post-processing settings from the next frame on."""
+        if self._set_postprocess is None:
+            raise RuntimeError("this segmenter has no adjustable post-processing")
+        self._set_postprocess(settings)
 
     def step(self, rgb: np.ndarray) -> TrackedFrame:
         """Segment and track one (H, W, 3) uint8 RGB frame."""
@@ -52,7 +94,8 @@ class PerceptionPipeline:
         tracked = time.perf_counter()
         return TrackedFrame(
             height=detections.height, width=detections.width, instances=instances,
-            timings_ms={"segment": (segmented - start) * 1e3, "track": (tracked - segmented) * 1e3})
+            timings_ms={"segment": (segmented - start) * 1e3, "track": (tracked - segmented) * 1e3},
+            live_tracks=self.tracker.live_track_count)
 
     def reset(self) -> None:
         """Forget the model's temporal memory and all tracks."""

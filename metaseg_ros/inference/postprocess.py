@@ -19,39 +19,15 @@ import torch
 import torch.nn.functional as F
 
 from metaseg_ros.inference.preprocess import Letterbox, masks_to_frame
+from metaseg_ros.inference.settings import PostprocessSettings
 from metaseg_ros.results import BoundingBox, Detection, FrameDetections
 
 # At most this many candidates per kept instance are upsampled to full resolution.
 CANDIDATES_PER_INSTANCE = 2
 
 
-@dataclass(frozen=True)
-class PostprocessSettings:
-    """Thresholds of instance selection."""
-
-    score_threshold: float = 0.5
-    mask_threshold: float = 0.5
-    max_instances: int = 20
-    resolve_overlaps: bool = True
-    # With resolve_overlaps: an instance left with less than this fraction of its own mask
-    # (the rest went to more confident instances) is dropped, as Mask2Former's panoptic
-    # inference does (0 keeps every instance with a pixel left). 0.5 was chosen on a
-    # validation split of the synthetic generator (docs/benchmarks.md).
-    min_kept_fraction: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
-        if not 0.0 < self.mask_threshold < 1.0:
-            raise ValueError(f"mask_threshold must be in (0, 1), got {self.mask_threshold}")
-        if self.max_instances < 1:
-            raise ValueError(f"max_instances must be >= 1, got {self.max_instances}")
-        if not 0.0 <= self.min_kept_fraction <= 1.0:
-            raise ValueError(f"min_kept_fraction must be in [0, 1], got {self.min_kept_fraction}")
-
-
 def select_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor,
-                     query_embeddings: torch.Tensor, box: Letterbox,
+                     query_embeddings: torch.Tensor, letterbox: Letterbox,
                      settings: PostprocessSettings) -> FrameDetections:
     """Instances of one frame from (Q, C+1) class, (Q, h, w) mask logits, (Q, D) embeddings.
 
@@ -63,7 +39,7 @@ def select_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor,
     candidates = torch.argsort(class_score, descending=True)
     candidates = candidates[class_score[candidates] >= settings.score_threshold]
     candidates = candidates[: settings.max_instances * CANDIDATES_PER_INSTANCE]
-    scored = _score_candidates(candidates, class_score, mask_logits, box, settings)
+    scored = _score_candidates(candidates, class_score, mask_logits, letterbox, settings)
 
     keep = torch.argsort(scored.score, descending=True)
     keep = keep[(scored.score[keep] >= settings.score_threshold) & (scored.area[keep] > 0)]
@@ -96,7 +72,8 @@ def select_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor,
             mask=masks[index].numpy(), embedding=embeddings[index].numpy().copy(),
             class_probs=class_probs[index].numpy().copy(), query_index=int(query),
             bbox=BoundingBox(x0, y0, x1 - x0, y1 - y0)))
-    return FrameDetections(height=box.height, width=box.width, detections=tuple(detections))
+    return FrameDetections(height=letterbox.height, width=letterbox.width,
+                           detections=tuple(detections))
 
 
 @dataclass(frozen=True)
@@ -125,7 +102,7 @@ class _ScoredCandidates:
 
 
 def _score_candidates(candidates: torch.Tensor, class_score: torch.Tensor,
-                      mask_logits: torch.Tensor, box: Letterbox, settings: PostprocessSettings
+                      mask_logits: torch.Tensor, letterbox: Letterbox, settings: PostprocessSettings
                       ) -> _ScoredCandidates:
     """Masks and scores of the candidates (best class score first) on the frame.
 
@@ -145,7 +122,7 @@ def _score_candidates(candidates: torch.Tensor, class_score: torch.Tensor,
             break
         chunk = candidates[evaluated: evaluated + chunk_size]
         evaluated += len(chunk)
-        logits = masks_to_frame(mask_logits[chunk].float(), box)
+        logits = masks_to_frame(mask_logits[chunk].float(), letterbox)
         chunk_masks = logits > logit_threshold
         rows = _row_counts(chunk_masks)
         area = rows.sum(dim=1, dtype=torch.int32)
@@ -160,9 +137,10 @@ def _score_candidates(candidates: torch.Tensor, class_score: torch.Tensor,
         valid = score[(score >= settings.score_threshold) & (area > 0)]
         best = torch.cat([best, valid]).sort(descending=True).values
     if not masks:
-        masks = [torch.zeros((0, box.height, box.width), dtype=torch.bool, device=device)]
-        inside = [torch.zeros((0, box.height, box.width), device=device)]
-        row_counts = [torch.zeros((0, box.height), dtype=torch.int32, device=device)]
+        frame = (0, letterbox.height, letterbox.width)
+        masks = [torch.zeros(frame, dtype=torch.bool, device=device)]
+        inside = [torch.zeros(frame, device=device)]
+        row_counts = [torch.zeros((0, letterbox.height), dtype=torch.int32, device=device)]
         areas = [torch.zeros(0, dtype=torch.int32, device=device)]
         scores = [torch.zeros(0, device=device)]
     return _ScoredCandidates(chunk_size, masks, inside, row_counts, torch.cat(areas),

@@ -43,34 +43,35 @@ def letterbox_image(rgb: np.ndarray, input_size: tuple[int, int],
     Mask2Former pads after normalisation). device: where to resize (default: the CPU); on a
     GPU the uint8 frame is uploaded as it is and resized there.
     """
-    box = Letterbox.fit(rgb.shape[0], rgb.shape[1], input_size)
+    letterbox = Letterbox.fit(rgb.shape[0], rgb.shape[1], input_size)
     image = torch.from_numpy(np.ascontiguousarray(rgb))
     if device is not None:
         image = image.to(device, non_blocking=True)
     image = image.permute(2, 0, 1)[None].float()
-    if (box.resized_h, box.resized_w) != (box.height, box.width):
-        shrinking = box.resized_h < box.height or box.resized_w < box.width
-        image = F.interpolate(image, size=(box.resized_h, box.resized_w), mode="bilinear",
-                              align_corners=False, antialias=shrinking).clamp_(0.0, 255.0)
-    padded = torch.empty((1, 3, box.input_h, box.input_w), dtype=torch.float32,
+    resized = (letterbox.resized_h, letterbox.resized_w)
+    if resized != (letterbox.height, letterbox.width):
+        shrinking = resized[0] < letterbox.height or resized[1] < letterbox.width
+        image = F.interpolate(image, size=resized, mode="bilinear", align_corners=False,
+                              antialias=shrinking).clamp_(0.0, 255.0)
+    padded = torch.empty((1, 3, letterbox.input_h, letterbox.input_w), dtype=torch.float32,
                          device=image.device)
     padded[:] = torch.tensor(pad_value, dtype=torch.float32).view(1, 3, 1, 1)
-    padded[:, :, : box.resized_h, : box.resized_w] = image
-    return padded, box
+    padded[:, :, : letterbox.resized_h, : letterbox.resized_w] = image
+    return padded, letterbox
 
 
-def masks_to_frame(mask_logits: torch.Tensor, box: Letterbox) -> torch.Tensor:
+def masks_to_frame(mask_logits: torch.Tensor, letterbox: Letterbox) -> torch.Tensor:
     """(K, h, w) low-resolution mask logits -> (K, height, width) logits on the source frame.
 
     As Mask2Former: upsample to the network input size, crop the padding away, resize to
     the frame's size (bilinear each time).
     """
     if mask_logits.shape[0] == 0:
-        return mask_logits.new_zeros((0, box.height, box.width))
-    logits = F.interpolate(mask_logits[:, None], size=(box.input_h, box.input_w),
+        return mask_logits.new_zeros((0, letterbox.height, letterbox.width))
+    logits = F.interpolate(mask_logits[:, None], size=(letterbox.input_h, letterbox.input_w),
                            mode="bilinear", align_corners=False)
-    logits = logits[:, :, : box.resized_h, : box.resized_w]
-    if (box.resized_h, box.resized_w) != (box.height, box.width):
-        logits = F.interpolate(logits, size=(box.height, box.width), mode="bilinear",
+    logits = logits[:, :, : letterbox.resized_h, : letterbox.resized_w]
+    if (letterbox.resized_h, letterbox.resized_w) != (letterbox.height, letterbox.width):
+        logits = F.interpolate(logits, size=(letterbox.height, letterbox.width), mode="bilinear",
                                align_corners=False)
     return logits[:, 0]

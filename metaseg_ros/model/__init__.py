@@ -14,7 +14,13 @@ from metaseg_ros.model.config import (
     replace_config,
 )
 from metaseg_ros.model.memory import MemoryState, empty_memory, reset_memory, write_frame
-from metaseg_ros.model.metasegmenter import MetaSegmenter, SegmenterOutput
+from metaseg_ros.model.metasegmenter import (
+    MetaSegmenter,
+    NetworkOutput,
+    initial_memory,
+    memory_shapes,
+    step_input_shapes,
+)
 from metaseg_ros.model.pretrained import create_model
 
 __all__ = [
@@ -26,16 +32,19 @@ __all__ = [
     "MemoryState",
     "MetaSegConfig",
     "MetaSegmenter",
+    "NetworkOutput",
     "PixelDecoderConfig",
-    "SegmenterOutput",
     "config_from_dict",
     "config_to_dict",
     "create_model",
     "empty_memory",
     "get_config",
+    "initial_memory",
     "load_checkpoint",
+    "memory_shapes",
     "replace_config",
     "reset_memory",
     "save_checkpoint",
+    "step_input_shapes",
     "write_frame",
 ]

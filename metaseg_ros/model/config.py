@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from metaseg_ros.classes import DEFAULT_CLASSES
+from metaseg_ros.settings import MODEL_CONFIGS
 
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
@@ -199,7 +200,7 @@ def _preset(name: str) -> MetaSegConfig:
     raise ValueError(f"unknown config {name!r}; known: {', '.join(CONFIG_NAMES)}")
 
 
-CONFIG_NAMES: tuple[str, ...] = ("tiny", "r50", "swin-t", "swin-s", "swin-b", "swin-l")
+CONFIG_NAMES: tuple[str, ...] = MODEL_CONFIGS
 
 
 def get_config(name: str, **overrides: Any) -> MetaSegConfig:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from metaseg_ros.model.memory import MemoryState
-from metaseg_ros.model.metasegmenter import MetaSegmenter
+from metaseg_ros.model.metasegmenter import MetaSegmenter, step_input_shapes
 
 INPUT_NAMES = ("images", "memory_features", "memory_queries", "memory_valid")
 OUTPUT_NAMES = ("class_logits", "mask_logits", "query_embeddings", "next_memory_features",
@@ -45,9 +45,8 @@ class StepModule(nn.Module):
 
 def example_inputs(model: MetaSegmenter, batch_size: int = 1) -> tuple[Tensor, ...]:
     """Inputs with the config's image size and an empty memory, on the model's device."""
-    height, width = model.config.image_size
-    device = model.pixel_mean.device
-    images = torch.zeros(batch_size, 3, height, width, device=device)
+    images_shape = step_input_shapes(model.config, batch_size)[0]
+    images = torch.zeros(images_shape, device=model.pixel_mean.device)
     return (images, *model.initial_memory(batch_size))
 
 

@@ -25,7 +25,7 @@ from metaseg_ros.model.pixel_decoder import PixelDecoder
 from metaseg_ros.model.transformer_decoder import TransformerDecoder
 
 
-class SegmenterOutput(NamedTuple):
+class NetworkOutput(NamedTuple):
     """class_logits (B, Q, C+1), last index = no-object; mask_logits (B, Q, H/4, W/4);
     query_embeddings (B, Q, D) final normalised queries (for association); memory: the
     updated ring to feed into the next call."""
@@ -34,6 +34,34 @@ class SegmenterOutput(NamedTuple):
     mask_logits: Tensor
     query_embeddings: Tensor
     memory: MemoryState
+
+
+def memory_shapes(config: MetaSegConfig, batch_size: int = 1,
+                  image_size: tuple[int, int] | None = None) -> MemoryState:
+    """The shape of each memory tensor (features, queries, valid) for a batch of images of
+    `image_size` (default: the config's)."""
+    height, width = image_size or config.image_size
+    stride = config.memory.pool_stride
+    frames = config.memory_frames
+    return MemoryState(
+        features=(batch_size, frames, config.memory.feature_dim, height // stride,
+                  width // stride),
+        queries=(batch_size, frames, config.num_queries, config.hidden_dim),
+        valid=(batch_size, frames))
+
+
+def step_input_shapes(config: MetaSegConfig, batch_size: int = 1) -> tuple[tuple[int, ...], ...]:
+    """Shapes of the step's inputs (images, then the memory tensors) at the config's size."""
+    return ((batch_size, 3, *config.image_size), *memory_shapes(config, batch_size))
+
+
+def initial_memory(config: MetaSegConfig, batch_size: int = 1,
+                   device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> MemoryState:
+    """A memory with every slot empty for the config (valid flags stay float32)."""
+    return empty_memory(batch_size, config.memory_frames, config.memory.feature_dim,
+                        config.memory_size, config.num_queries, config.hidden_dim,
+                        device=device, dtype=dtype)
 
 
 class MetaSegmenter(nn.Module):
@@ -62,19 +90,17 @@ class MetaSegmenter(nn.Module):
     def initial_memory(self, batch_size: int, device: torch.device | str | None = None,
                        dtype: torch.dtype | None = None) -> MemoryState:
         """A memory with every slot empty, on the model's device/dtype unless given."""
-        reference = self.pixel_mean
-        return empty_memory(
-            batch_size, self.config.memory_frames, self.config.memory.feature_dim,
-            self.config.memory_size, self.config.num_queries, self.config.hidden_dim,
-            device=reference.device if device is None else device,
+        return initial_memory(
+            self.config, batch_size,
+            device=self.pixel_mean.device if device is None else device,
             dtype=self.transformer_decoder.query_feat.dtype if dtype is None else dtype)
 
-    def forward(self, images: Tensor, memory: MemoryState) -> SegmenterOutput:
+    def forward(self, images: Tensor, memory: MemoryState) -> NetworkOutput:
         """Segment one frame per batch entry; images (B, 3, H, W) float RGB in 0..255."""
         return self.forward_with_aux(images, memory)[0]
 
     def forward_with_aux(self, images: Tensor, memory: MemoryState
-                         ) -> tuple[SegmenterOutput, list[tuple[Tensor, Tensor]]]:
+                         ) -> tuple[NetworkOutput, list[tuple[Tensor, Tensor]]]:
         """Forward plus (class_logits, mask_logits) before layer 1 and after every layer."""
         self._check_inputs(images, memory)
         pixels = (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
@@ -88,8 +114,8 @@ class MetaSegmenter(nn.Module):
             new_features = F.avg_pool2d(new_features, kernel_size=pool, stride=pool)
         new_memory = write_frame(memory, new_features, out.query_embeddings)
         final = out.predictions[-1]
-        result = SegmenterOutput(final.class_logits, final.mask_logits, out.query_embeddings,
-                                 new_memory)
+        result = NetworkOutput(final.class_logits, final.mask_logits, out.query_embeddings,
+                               new_memory)
         return result, [(p.class_logits, p.mask_logits) for p in out.predictions]
 
     def _check_inputs(self, images: Tensor, memory: MemoryState) -> None:
@@ -99,15 +125,8 @@ class MetaSegmenter(nn.Module):
         stride = self.config.memory.pool_stride
         if height % stride or width % stride:
             raise ValueError(f"image size {(height, width)} must be divisible by {stride}")
-        batch = images.shape[0]
-        cfg = self.config
-        expected_features = (batch, cfg.memory_frames, cfg.memory.feature_dim,
-                             height // stride, width // stride)
-        expected_queries = (batch, cfg.memory_frames, cfg.num_queries, cfg.hidden_dim)
-        if (tuple(memory.features.shape) != expected_features
-                or tuple(memory.queries.shape) != expected_queries
-                or tuple(memory.valid.shape) != (batch, cfg.memory_frames)):
-            raise ValueError(
-                f"memory shapes {tuple(memory.features.shape)}, {tuple(memory.queries.shape)}, "
-                f"{tuple(memory.valid.shape)} do not match {expected_features}, "
-                f"{expected_queries}, {(batch, cfg.memory_frames)}; use initial_memory()")
+        expected = memory_shapes(self.config, images.shape[0], (height, width))
+        got = MemoryState(*(tuple(t.shape) for t in memory))
+        if got != expected:
+            raise ValueError(f"memory shapes {tuple(got)} do not match {tuple(expected)}; "
+                             "use initial_memory()")

@@ -6,10 +6,10 @@ import numpy as np
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
 
+from metaseg_ros.image_codec import label_to_image_fields, rgb_to_image_fields
 from metaseg_ros.masks import decode_rle, encode_rle
 from metaseg_ros.msg import InstanceMask, InstanceMaskArray
 from metaseg_ros.results import TrackedFrame, TrackedInstance
-from metaseg_ros.ros.conversions import label_to_image_fields, rgb_to_image_fields
 from metaseg_ros.visualization import label_image, render_overlay
 
 

@@ -30,14 +30,23 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
-from metaseg_ros.inference.factory import PipelineSettings, create_pipeline
+from metaseg_ros.image_codec import ImageConversionError
+from metaseg_ros.inference.builder import create_pipeline
+from metaseg_ros.inference.settings import PipelineSettings
 from metaseg_ros.msg import InstanceMaskArray
-from metaseg_ros.ros.conversions import ImageConversionError, ImageDecoder
+from metaseg_ros.ros.conversions import ImageDecoder
 from metaseg_ros.ros.frame_slot import LatestSlot
 from metaseg_ros.ros.messages import frame_to_msg, label_image_msg, overlay_msg
-from metaseg_ros.ros.parameters import declare_parameters, read_parameters, validate
+from metaseg_ros.ros.parameters import (
+    POSTPROCESS_PARAMETERS,
+    declare_parameters,
+    read_parameters,
+    validate,
+)
 
 NODE_NAME = "metaseg_node"
+# Parameters the running pipeline applies without a restart (besides publish_label_image).
+LIVE_POSTPROCESS = frozenset(spec.name for spec in POSTPROCESS_PARAMETERS)
 
 
 def make_qos(reliability: str, depth: int) -> QoSProfile:
@@ -62,10 +71,10 @@ class NodeStats:
     # Per pipeline stage (PerceptionPipeline timings: 'segment', 'track'), same window.
     stage_ms: dict[str, deque[float]] = field(default_factory=dict)
     instances_last_frame: int = 0
-    live_tracks: int | None = None
+    live_tracks: int = -1
 
     def record_frame(self, timings_ms: dict[str, float], instances: int,
-                     live_tracks: int | None) -> None:
+                     live_tracks: int) -> None:
         """One processed frame's stage timings and track counts."""
         for stage, ms in timings_ms.items():
             self.stage_ms.setdefault(stage, deque(maxlen=200)).append(ms)
@@ -92,7 +101,7 @@ class NodeStats:
             values[f"{stage}_ms_median"] = round(statistics.median(times), 3)
         if self.processed:
             values["instances_last_frame"] = self.instances_last_frame
-        if self.live_tracks is not None:
+        if self.live_tracks >= 0:
             values["live_tracks"] = self.live_tracks
         return [KeyValue(key=key, value=str(value)) for key, value in values.items()]
 
@@ -127,22 +136,29 @@ class _Received:
 class MetaSegNode(Node):
     """ROS 2 node running MetaSegmenter with persistent tracks on a camera stream."""
 
-    def __init__(self, **node_kwargs: Any) -> None:
+    def __init__(self, post_set_callbacks: bool | None = None, **node_kwargs: Any) -> None:
+        """post_set_callbacks: apply live parameter changes in a post-set callback (rclpy on
+        Iron and newer); False selects the fallback for Humble's rclpy, which has none: the
+        changes are applied from the on-set callback once they are validated. None: detect."""
         super().__init__(NODE_NAME, **node_kwargs)
         declare_parameters(self)
-        # Runtime changes (thresholds, label image) apply through this second callback,
-        # which runs only for values the validating callback accepted.
-        self.add_on_set_parameters_callback(self._apply_parameters)
         params = read_parameters(self)
         self._params = params
         self._stats = NodeStats()
         self._errors = _ErrorLog(self.get_logger())
         self._decoder = ImageDecoder(params["image_converter"])
 
-        settings = PipelineSettings.from_parameters(params)
-        self._pipeline = create_pipeline(settings, log=self.get_logger().info)
+        self._pipeline = create_pipeline(PipelineSettings.from_parameters(params),
+                                         log=self.get_logger().info)
         self._pipeline_lock = threading.Lock()
         self._describe_model()
+        if post_set_callbacks is None:
+            post_set_callbacks = hasattr(self, "add_post_set_parameters_callback")
+        if post_set_callbacks:  # validate first (no side effects), apply once accepted
+            self.add_on_set_parameters_callback(self._validate_live_change)
+            self.add_post_set_parameters_callback(self._apply_live_change)
+        else:
+            self.add_on_set_parameters_callback(self._validate_and_apply_live_change)
 
         output_qos = make_qos(params["output_reliability"], params["output_depth"])
         self._instances_pub = self.create_publisher(InstanceMaskArray, "instances", output_qos)
@@ -181,28 +197,40 @@ class MetaSegNode(Node):
         response.message = "model memory and tracks cleared"
         return response
 
-    def _apply_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        if not hasattr(self, "_pipeline") or not validate(parameters).successful:
-            return SetParametersResult(successful=True)  # declaration time / rejected anyway
+    def _validate_live_change(self, parameters: list[Parameter]) -> SetParametersResult:
+        """On-set callback: whether the pipeline can take these values (no side effects);
+        ranges and choices are checked by parameters.validate."""
+        if not self._pipeline.adjustable_postprocess and any(
+                param.name in LIVE_POSTPROCESS for param in parameters):
+            return SetParametersResult(
+                successful=False, reason="this segmenter has no adjustable post-processing")
+        return SetParametersResult(successful=True)
+
+    def _apply_live_change(self, parameters: list[Parameter]) -> None:
+        """Post-set callback: the accepted values take effect from the next frame."""
         changed = {param.name: param.value for param in parameters}
         self._params = {**self._params, **changed}
-        postprocess_keys = {"score_threshold", "mask_threshold", "max_instances",
-                            "resolve_overlaps", "min_kept_fraction"}
-        if changed.keys() & postprocess_keys:
-            configure = getattr(self._pipeline.segmenter, "configure_postprocess", None)
-            if configure is None:
-                return SetParametersResult(
-                    successful=False, reason="this segmenter has no adjustable post-processing")
+        if changed.keys() & LIVE_POSTPROCESS:
+            postprocess = PipelineSettings.from_parameters(self._params).postprocess
             with self._pipeline_lock:
-                configure(**{key: changed[key] for key in changed.keys() & postprocess_keys})
+                self._pipeline.set_postprocess(postprocess)
+
+    def _validate_and_apply_live_change(self, parameters: list[Parameter]
+                                        ) -> SetParametersResult:
+        """Humble's fallback (no post-set callbacks): validate everything, then apply."""
+        for result in (validate(parameters), self._validate_live_change(parameters)):
+            if not result.successful:
+                return result
+        self._apply_live_change(parameters)
         return SetParametersResult(successful=True)
 
     def _publish_diagnostics(self) -> None:
+        info = self._pipeline.info
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: pipeline",
                                   hardware_id=f"{self._params['backend']}:{self._params['device']}")
         stats = self._stats
         dropped = stats.dropped_invalid + stats.dropped_failed
-        if getattr(self._pipeline.segmenter, "random_weights", False):
+        if info.random_weights:
             status.level, status.message = DiagnosticStatus.WARN, "running with random weights"
         elif dropped:
             status.level = DiagnosticStatus.WARN
@@ -249,15 +277,13 @@ class MetaSegNode(Node):
         self._stats.processed += 1
         self._stats.latencies_ms.append((now - item.received_at) * 1e3)
         self._stats.processed_times.append(now)
-        self._stats.record_frame(frame.timings_ms, len(frame.instances),
-                                 getattr(self._pipeline.tracker, "live_track_count", None))
+        self._stats.record_frame(frame.timings_ms, len(frame.instances), frame.live_tracks)
 
     def _describe_model(self) -> None:
-        segmenter = self._pipeline.segmenter
-        description = getattr(segmenter, "description", type(segmenter).__name__)
-        self.get_logger().info(f"segmenter: {description}; classes: "
+        info = self._pipeline.info
+        self.get_logger().info(f"segmenter: {info.description}; classes: "
                                f"{', '.join(self._pipeline.class_names)}")
-        if getattr(segmenter, "random_weights", False):
+        if info.random_weights:
             self.get_logger().warning(
                 "MetaSegmenter runs with RANDOM weights (no checkpoint given and none shipped): "
                 "the architecture runs end to end but the masks are meaningless")

@@ -13,7 +13,8 @@ from metaseg_ros.tracking.mask_summary import (
     pairwise_iou,
     summarize_mask,
 )
-from metaseg_ros.tracking.tracker import MAX_TRACK_ID, Tracker, TrackSnapshot, TrackState
+from metaseg_ros.tracking.track import TrackSnapshot, TrackState
+from metaseg_ros.tracking.tracker import MAX_TRACK_ID, Tracker
 
 __all__ = [
     "MAX_TRACK_ID",

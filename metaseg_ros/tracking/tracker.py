@@ -33,8 +33,6 @@ into the model's memory as object pointers.
 
 from __future__ import annotations
 
-import enum
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,6 +48,7 @@ from metaseg_ros.tracking.mask_summary import (
     pairwise_iou,
     summarize_mask,
 )
+from metaseg_ros.tracking.track import Track, TrackSnapshot, TrackState
 
 MAX_TRACK_ID = 2**32 - 1
 _EPS = 1e-12
@@ -65,71 +64,6 @@ def _dot_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.shape[0] <= rows:
         return a @ b.T
     return np.concatenate([a[i:i + rows] @ b.T for i in range(0, a.shape[0], rows)])
-
-
-class TrackState(enum.Enum):
-    """Lifecycle state of a track."""
-
-    TENTATIVE = "tentative"
-    CONFIRMED = "confirmed"
-    LOST = "lost"
-
-
-@dataclass(frozen=True, slots=True)
-class TrackSnapshot:
-    """Read-only view of one live track (diagnostics).
-
-    track_id is 0 while the track is tentative. lost_frames: consecutive frames unseen.
-    query_index: decoder query slot of the latest matched detection (-1 if unknown).
-    """
-
-    track_id: int
-    state: TrackState
-    class_id: int
-    score: float
-    age: int
-    hits: int
-    lost_frames: int
-    query_index: int
-    detected_this_frame: bool
-
-
-class _Track:
-    """Mutable state of one track (private to Tracker)."""
-
-    __slots__ = ("age", "bank", "bank_sum", "class_id", "class_probs", "consecutive_hits",
-                 "detection_index", "hits", "lost_frames", "query_index", "score", "state",
-                 "summary", "track_id")
-
-    def __init__(self, bank_size: int, embedding: np.ndarray, class_probs: np.ndarray,
-                 summary: MaskSummary, score: float, query_index: int,
-                 detection_index: int) -> None:
-        self.track_id = 0
-        self.state = TrackState.TENTATIVE
-        self.age = 0
-        self.hits = 1
-        self.consecutive_hits = 1
-        self.lost_frames = 0
-        self.bank: deque[np.ndarray] = deque([embedding], maxlen=bank_size)
-        self.bank_sum = embedding.astype(np.float64)
-        self.class_probs = class_probs.copy()  # running vote, updated in place
-        self.class_id = int(class_probs.argmax())
-        self.summary = summary
-        self.score = score
-        self.query_index = query_index
-        self.detection_index = detection_index  # into this frame's candidates, -1 if unseen
-
-    def add_embedding(self, embedding: np.ndarray) -> None:
-        if len(self.bank) == self.bank.maxlen:
-            self.bank_sum -= self.bank[0]
-        self.bank.append(embedding)
-        self.bank_sum += embedding
-
-    def vote(self, class_probs: np.ndarray, weight: float) -> None:
-        """Exponential moving average of the class distribution; class = its argmax."""
-        self.class_probs *= 1.0 - weight
-        self.class_probs += weight * class_probs
-        self.class_id = int(self.class_probs.argmax())
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -154,7 +88,7 @@ class Tracker:
         self.config = config
         self.class_names = tuple(class_names)
         self._next_id = first_track_id
-        self._tracks: list[_Track] = []
+        self._tracks: list[Track] = []
         self._ids_in_use: set[int] = set()
         self._embedding_dim: int | None = None
 
@@ -203,7 +137,7 @@ class Tracker:
                               [det for det, _ in matches])
         for det_index in births:
             det = candidates.detections[det_index]
-            track = _Track(self.config.embedding_bank_size, candidates.embeddings[det_index],
+            track = Track(self.config.embedding_bank_size, candidates.embeddings[det_index],
                            candidates.class_probs[det_index], candidates.summaries[det_index],
                            float(det.score), int(det.query_index), det_index)
             if self.config.confirm_hits <= 1:
@@ -272,7 +206,7 @@ class Tracker:
             totals[rows] = 1.0
         return probs / totals[:, None]
 
-    def _similarity(self, candidates: _Candidates, tracks: list[_Track]) -> np.ndarray:
+    def _similarity(self, candidates: _Candidates, tracks: list[Track]) -> np.ndarray:
         """(detections, tracks) combined similarity in [0, 1] (see TrackerConfig).
 
         The exact mask IoU is computed only for the pairs that could pass the gate with it:
@@ -314,7 +248,7 @@ class Tracker:
                 candidates.summaries, track_summaries, could_pass, overlap)
         return similarity / total_weight
 
-    def _associate(self, candidates: _Candidates, tracks: list[_Track]
+    def _associate(self, candidates: _Candidates, tracks: list[Track]
                    ) -> tuple[list[tuple[int, int]], set[int], list[int]]:
         """Matches (detection, track), unmatched track indices, unmatched detections.
 
@@ -342,7 +276,7 @@ class Tracker:
         unmatched_tracks = set(range(len(tracks))).difference(t for _, t in matches)
         return matches, unmatched_tracks, free.tolist()
 
-    def _update_track(self, track: _Track, candidates: _Candidates, det_index: int) -> None:
+    def _update_track(self, track: Track, candidates: _Candidates, det_index: int) -> None:
         det = candidates.detections[det_index]
         track.add_embedding(candidates.embeddings[det_index])
         track.vote(candidates.class_probs[det_index], self.config.class_ema)
@@ -359,7 +293,7 @@ class Tracker:
               and track.consecutive_hits >= self.config.confirm_hits):
             self._confirm(track)
 
-    def _survives_miss(self, track: _Track) -> bool:
+    def _survives_miss(self, track: Track) -> bool:
         """Apply one missed frame to an unmatched track; False when it is deleted."""
         if track.state is TrackState.TENTATIVE:
             return False
@@ -394,7 +328,7 @@ class Tracker:
             blockers.append(len(matched) + row)
         return born
 
-    def _confirm(self, track: _Track) -> None:
+    def _confirm(self, track: Track) -> None:
         track.state = TrackState.CONFIRMED
         track.track_id = self._allocate_id()
 

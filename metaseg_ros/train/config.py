@@ -23,45 +23,20 @@ from typing import Any
 
 import yaml
 
-from metaseg_ros.data.bag import DEFAULT_GT_TOPIC, DEFAULT_IMAGE_TOPIC
 from metaseg_ros.data.clips import AugmentConfig
+from metaseg_ros.data.sources import VideoSourceConfig
 from metaseg_ros.train.losses import LossConfig
 from metaseg_ros.train.matcher import MatcherConfig
 
-DATA_KINDS = ("synthetic", "youtube_vis", "davis", "bag")
 AMP_MODES = ("none", "bf16", "fp16")
 SCHEDULES = ("poly", "step")
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Where clips come from and how they are cut and augmented.
+class DataConfig(VideoSourceConfig):
+    """Where clips come from (the VideoSourceConfig fields) and how they are cut and
+    augmented."""
 
-    kind "synthetic": num_videos videos of the generator with `seed`, starting at
-    first_video (so a held-out split is another range), frames_per_video frames of
-    synthetic_size. kind "youtube_vis": annotation_file + image_root. kind "davis":
-    root (+ split, resolution, semantics_file or default_class). kind "bag": root is a
-    ROS 2 bag or a directory of bags (one video each) with images on image_topic and
-    InstanceMaskArray ground truth on gt_topic (see metaseg_ros.data.bag). class_mapping:
-    optional JSON/YAML file mapping dataset category names to the model's classes.
-    """
-
-    kind: str = "synthetic"
-    num_videos: int = 400
-    first_video: int = 0
-    seed: int = 0
-    frames_per_video: int = 24
-    synthetic_size: tuple[int, int] = (512, 512)
-    annotation_file: str = ""
-    image_root: str = ""
-    root: str = ""
-    split: str | None = None
-    resolution: str | None = "480p"
-    semantics_file: str | None = None
-    default_class: str | None = None
-    class_mapping: str | None = None
-    image_topic: str = DEFAULT_IMAGE_TOPIC
-    gt_topic: str = DEFAULT_GT_TOPIC
     clip_frames: int = 5        # most frames per clip
     min_clip_frames: int = 2    # each step uses a clip length drawn from min..max
     max_frame_stride: int = 2
@@ -70,10 +45,7 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        if self.kind not in DATA_KINDS:
-            raise ValueError(f"data.kind {self.kind!r} not in {DATA_KINDS}")
-        if self.kind == "bag" and not self.root:
-            raise ValueError("data.kind bag needs data.root (a bag or a directory of bags)")
+        super().__post_init__()
         if not 1 <= self.min_clip_frames <= self.clip_frames:
             raise ValueError("need 1 <= data.min_clip_frames <= data.clip_frames")
 

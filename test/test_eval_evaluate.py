@@ -10,12 +10,12 @@ import torch
 
 from metaseg_ros.classes import DEFAULT_CLASSES
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
+from metaseg_ros.eval.evaluate import evaluate_segmenter, main
 from metaseg_ros.model.checkpoint import save_checkpoint
 from metaseg_ros.model.config import get_config
 from metaseg_ros.model.metasegmenter import MetaSegmenter
 from metaseg_ros.results import Detection, FrameDetections
 from metaseg_ros.tracking import TrackerConfig
-from metaseg_ros.train.evaluate import evaluate_segmenter, main
 
 SOURCE = SyntheticVideoSource(3, SyntheticConfig(image_size=(64, 80), num_frames=8,
                                                  min_visible_pixels=8), seed=4)

@@ -1,0 +1,220 @@
+"""Building a PerceptionPipeline from settings: the one place where checkpoints are looked
+up, the backend is chosen (and falls back), and torch's global state (threads, seed) is set.
+
+The node, replay, evaluation and the demo all build their pipeline here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from metaseg_ros.inference.artifacts import ARTIFACT_SUFFIXES, ExportSettings
+from metaseg_ros.inference.export import build_tensorrt_artifact, ensure_artifact, tensorrt_settings
+from metaseg_ros.inference.pipeline import PerceptionPipeline, PipelineInfo
+from metaseg_ros.inference.runner import (
+    BackendUnavailableError,
+    ModelRunner,
+    RunnerOptions,
+    check_device,
+)
+from metaseg_ros.inference.runners.eager import CudaGraphRunner, EagerRunner
+from metaseg_ros.inference.runners.onnxruntime import OnnxRuntimeRunner, import_onnxruntime
+from metaseg_ros.inference.runners.program import ExportedProgramRunner
+from metaseg_ros.inference.runners.tensorrt import TensorRTRunner, import_torch_tensorrt
+from metaseg_ros.inference.segmenter import StreamingSegmenter
+from metaseg_ros.inference.settings import ModelSettings, PipelineSettings
+from metaseg_ros.model.checkpoint import load_checkpoint
+from metaseg_ros.model.config import get_config
+from metaseg_ros.model.metasegmenter import MetaSegmenter
+from metaseg_ros.results import Segmenter
+from metaseg_ros.settings import BACKENDS
+from metaseg_ros.tracking import Tracker
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+# Which artifact each exporting backend runs.
+BACKEND_ARTIFACTS = {"onnxruntime": "onnx", "exported": "pt2", "tensorrt": "tensorrt"}
+
+Log = Callable[[str], None]
+
+
+def shipped_checkpoint(config_name: str) -> Path | None:
+    """The checkpoint shipped in the package for a config ("tiny"), if there is one."""
+    path = WEIGHTS_DIR / f"metaseg_{config_name.replace('-', '_')}.safetensors"
+    return path if path.is_file() else None
+
+
+def create_pipeline(settings: PipelineSettings, log: Log = print) -> PerceptionPipeline:
+    """Segmenter and tracker as configured, joined into one pipeline."""
+    if settings.model.segmenter:
+        segmenter = load_segmenter_plugin(settings.model.segmenter)
+        info = PipelineInfo(description=f"plugin {settings.model.segmenter}")
+        set_postprocess = None
+    else:
+        segmenter, info = create_segmenter(settings, log=log)
+        set_postprocess = segmenter.set_postprocess
+    tracker = Tracker(settings.tracker, class_names=segmenter.class_names)
+    return PerceptionPipeline(segmenter, tracker, info, set_postprocess=set_postprocess)
+
+
+def load_segmenter_plugin(spec: str) -> Segmenter:
+    """The Segmenter a 'package.module:factory' spec makes."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"segmenter must look like 'package.module:factory', got '{spec}'")
+    segmenter = getattr(importlib.import_module(module_name), attribute)()
+    if not isinstance(segmenter, Segmenter):
+        raise TypeError(f"{spec} did not return a Segmenter (class_names, step(image), reset())")
+    return segmenter
+
+
+def create_segmenter(settings: PipelineSettings, log: Log = print
+                     ) -> tuple[StreamingSegmenter, PipelineInfo]:
+    """Load the configured checkpoint (or the shipped one) on the configured backend.
+
+    A checkpoint path ending in .onnx, .pt2 or .ep is a ready-made export (metaseg-export)
+    and runs as it is on the matching backend (onnxruntime, exported, tensorrt). With
+    backend 'auto', a failed export falls back to eager (logged).
+    """
+    model_settings = settings.model
+    if model_settings.num_threads > 0:
+        torch.set_num_threads(model_settings.num_threads)
+    options = RunnerOptions(num_threads=model_settings.num_threads,
+                            precision=model_settings.precision)
+    checkpoint = Path(model_settings.checkpoint) if model_settings.checkpoint else \
+        shipped_checkpoint(model_settings.model_config)
+    if checkpoint is not None and is_artifact_path(checkpoint):
+        runner = runner_from_artifact(checkpoint, model_settings.backend, model_settings.device,
+                                      options)
+        backend, source = artifact_backend(checkpoint), f"export {checkpoint}"
+    else:
+        if checkpoint is not None:
+            model, source = load_checkpoint(checkpoint), f"checkpoint {checkpoint}"
+        else:
+            torch.manual_seed(0)  # the same random weights in every process
+            model, source = MetaSegmenter(get_config(model_settings.model_config)), \
+                "random weights"
+        runner, backend = _runner_with_fallback(model.eval(), model_settings, options,
+                                                str(checkpoint or f"random-{model.config.name}"),
+                                                log)
+    info = _describe(runner, model_settings, backend, source, random=checkpoint is None)
+    log(info.description)
+    return StreamingSegmenter(runner, settings.postprocess), info
+
+
+def _runner_with_fallback(model: MetaSegmenter, settings: ModelSettings,
+                          options: RunnerOptions, cache_key: str, log: Log
+                          ) -> tuple[ModelRunner, str]:
+    backend = resolve_backend(settings.backend, settings.device, settings.precision)
+    try:
+        return create_runner(model, backend, settings.device, cache_key=cache_key, log=log,
+                             options=options), backend
+    except Exception as error:
+        if settings.backend != "auto" or backend == "eager":
+            raise
+        log(f"backend auto: {backend} failed ({error!r}); running eager instead")
+        return create_runner(model, "eager", settings.device, log=log, options=options), "eager"
+
+
+def _describe(runner: ModelRunner, settings: ModelSettings, backend: str, source: str,
+              random: bool) -> PipelineInfo:
+    config = runner.config
+    chosen = f"{backend} (auto)" if settings.backend == "auto" else backend
+    if settings.precision != "float32":
+        chosen += f" {settings.precision}"
+    description = (f"MetaSegmenter {config.name} ({source}) on {chosen}/{settings.device}, "
+                   f"input {config.image_size[1]}x{config.image_size[0]}, memory of "
+                   f"{config.memory_frames} frames")
+    return PipelineInfo(description, backend=backend, precision=settings.precision,
+                        device=settings.device, random_weights=random)
+
+
+def create_runner(model: MetaSegmenter, backend: str, device: str, cache_key: str = "",
+                  log: Log = print, options: RunnerOptions | None = None) -> ModelRunner:
+    """A runner for `backend` (one of BACKENDS) on `device`.
+
+    Exporting backends reuse the cached artifact of this model and export once otherwise;
+    `cache_key` labels the cached file (the checkpoint's path or name), the content
+    fingerprint decides reuse.
+    """
+    options = options or RunnerOptions()
+    if backend not in BACKENDS:
+        raise ValueError(f"backend '{backend}' is not available (available: "
+                         f"{', '.join(BACKENDS)})")
+    if backend == "eager":
+        return EagerRunner(model, device, precision=options.precision)
+    if backend == "cudagraph":
+        return CudaGraphRunner(model, device, precision=options.precision)
+    if options.precision != "float32":
+        raise ValueError(f"precision {options.precision!r} applies to backends 'eager' and "
+                         f"'cudagraph' only (backend '{backend}' has its own)")
+    if backend == "onnxruntime":
+        import_onnxruntime(device)  # fail before a long export
+        artifact = ensure_artifact(model, ExportSettings("onnx"), cache_key, options.cache_dir,
+                                   log)
+        return OnnxRuntimeRunner(artifact.path, device, options.num_threads, options.spin_wait)
+    if backend == "exported":
+        check_device(backend, device)  # fail before a long export
+        artifact = ensure_artifact(model, ExportSettings("pt2", device=device), cache_key,
+                                   options.cache_dir, log)
+        return ExportedProgramRunner(artifact.path, device)
+    torch_tensorrt = import_torch_tensorrt(device)
+    artifact = ensure_artifact(model, tensorrt_settings(device), cache_key, options.cache_dir,
+                               log, writer=partial(build_tensorrt_artifact,
+                                                   torch_tensorrt=torch_tensorrt))
+    return TensorRTRunner(artifact.path, torch_tensorrt)
+
+
+def resolve_backend(backend: str, device: str, precision: str = "float32") -> str:
+    """The backend 'auto' stands for on `device` (any other backend is returned as it is).
+
+    CPU: ONNX Runtime when it is installed (about 2x faster than eager PyTorch here, see
+    docs/benchmarks.md; it exports once into the artifact cache), else eager; a reduced
+    `precision` (an eager setting) makes it eager. CUDA: the eager step as a CUDA graph
+    (measured faster than eager on an H200; Torch-TensorRT is chosen only when asked for,
+    as no GPU machine here had it to verify).
+    """
+    if backend != "auto":
+        return backend
+    if device == "cuda":
+        return "cudagraph"
+    if precision == "float32":
+        try:
+            import_onnxruntime(device)
+        except BackendUnavailableError:
+            return "eager"
+        return "onnxruntime"
+    return "eager"
+
+
+def artifact_backend(path: str | Path) -> str:
+    """The backend that runs a ready-made artifact file, from its suffix."""
+    suffix = Path(path).suffix
+    for backend, kind in BACKEND_ARTIFACTS.items():
+        if ARTIFACT_SUFFIXES[kind] == suffix:
+            return backend
+    raise ValueError(f"{path}: not an artifact ({', '.join(ARTIFACT_SUFFIXES.values())})")
+
+
+def is_artifact_path(path: str | Path) -> bool:
+    """Whether a path names an exported artifact (.onnx, .pt2, .ep) rather than a checkpoint."""
+    return Path(path).suffix in ARTIFACT_SUFFIXES.values()
+
+
+def runner_from_artifact(path: str | Path, backend: str, device: str,
+                         options: RunnerOptions | None = None) -> ModelRunner:
+    """A runner for a ready-made artifact (e.g. shipped with the robot), no export needed."""
+    options = options or RunnerOptions()
+    needed = artifact_backend(path)
+    backend = needed if backend == "auto" else backend
+    if backend != needed:
+        raise ValueError(f"{path} runs on backend '{needed}', not '{backend}'")
+    if backend == "onnxruntime":
+        return OnnxRuntimeRunner(path, device, options.num_threads, options.spin_wait)
+    if backend == "exported":
+        return ExportedProgramRunner(path, device)
+    return TensorRTRunner(path, import_torch_tensorrt(device))

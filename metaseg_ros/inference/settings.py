@@ -1,0 +1,102 @@
+"""What a pipeline runs: model and backend, post-processing, tracker (no torch here).
+
+Each field is declared once with its description and range (`metaseg_ros.settings`); the
+node's parameter table, its live reconfiguration and the builder read them from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from metaseg_ros.settings import (
+    BACKEND_CHOICES,
+    DEVICES,
+    MODEL_CONFIGS,
+    PRECISIONS,
+    check_settings,
+    setting,
+)
+from metaseg_ros.tracking.config import TrackerConfig
+
+TRACKER_PREFIX = "tracker."
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which network runs, with which weights, on which backend and device."""
+
+    model_config: str = setting(
+        "tiny", "MetaSegmenter architecture when no checkpoint is given", choices=MODEL_CONFIGS)
+    checkpoint: str = setting(
+        "", "Path of a metaseg checkpoint (.safetensors with its .json) or of an export made "
+        "by metaseg-export (.onnx, .pt2, .ep: run on the matching backend); '' = the weights "
+        "shipped with the package, random weights if none")
+    backend: str = setting(
+        "auto", "Inference backend; auto = onnxruntime on CPU when installed (exports once "
+        "into $METASEG_CACHE_DIR), else eager; cudagraph on CUDA (the eager step replayed as "
+        "a CUDA graph)", choices=BACKEND_CHOICES)
+    device: str = setting(
+        "cpu", "Torch device of the eager, cudagraph, exported and tensorrt backends",
+        choices=DEVICES)
+    precision: str = setting(
+        "float32", "Arithmetic of the eager and cudagraph backends: float16/bfloat16 run the "
+        "network under autocast (GPU tensor cores; see docs/benchmarks.md)", choices=PRECISIONS)
+    num_threads: int = setting(
+        0, "CPU threads for inference (0 = library default)", minimum=0, maximum=256)
+    segmenter: str = setting(
+        "", "Advanced: 'module:factory' returning an object with the Segmenter interface "
+        "(metaseg_ros.results.Segmenter) instead of MetaSegmenter")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+@dataclass(frozen=True)
+class PostprocessSettings:
+    """Thresholds of instance selection (every one can change while the node runs)."""
+
+    score_threshold: float = setting(
+        0.5, "Minimum instance score (class prob x mask quality)", minimum=0.0, maximum=1.0,
+        live=True)
+    mask_threshold: float = setting(
+        0.5, "Probability above which a pixel belongs to a mask", minimum=0.01, maximum=0.99,
+        live=True)
+    max_instances: int = setting(
+        20, "At most this many instances per frame (highest scores)", minimum=1, maximum=1000,
+        live=True)
+    resolve_overlaps: bool = setting(
+        True, "Give each pixel to at most one instance (the most confident)", live=True)
+    # 0.5 was chosen on a validation split of the synthetic generator (docs/benchmarks.md);
+    # Mask2Former's panoptic inference drops such instances the same way.
+    min_kept_fraction: float = setting(
+        0.5, "With resolve_overlaps: drop an instance left with less than this fraction of "
+        "its own mask (duplicates of a more confident one; 0 keeps every instance with a "
+        "pixel left)", minimum=0.0, maximum=1.0, live=True)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Everything a PerceptionPipeline is built from."""
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    postprocess: PostprocessSettings = field(default_factory=PostprocessSettings)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, Any]) -> PipelineSettings:
+        """Settings from the node's flat parameters: model and post-processing fields by
+        their own names, tracker fields as 'tracker.<field>'; others are ignored."""
+        tracker = {key.removeprefix(TRACKER_PREFIX): value for key, value in params.items()
+                   if key.startswith(TRACKER_PREFIX)}
+        return cls(ModelSettings(**_known(ModelSettings, params)),
+                   PostprocessSettings(**_known(PostprocessSettings, params)),
+                   TrackerConfig(**tracker))
+
+
+def _known(cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
+    return {spec.name: params[spec.name] for spec in fields(cls) if spec.name in params}
