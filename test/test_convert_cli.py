@@ -85,11 +85,11 @@ def test_full_coco_checkpoint_keeps_80_classes(tmp_path, hf_coco_model):
 
 
 def test_errors_are_reported_not_raised(tmp_path, capsys):
-    assert main([str(tmp_path / "absent"), str(tmp_path / "out")]) == 1
+    assert main([str(tmp_path / "absent"), str(tmp_path / "out")]) == 2
     assert "error" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    assert main([str(tmp_path / "empty"), str(tmp_path / "out")]) == 1
+    assert main([str(tmp_path / "empty"), str(tmp_path / "out")]) == 2
     assert "not a Mask2Former config" in capsys.readouterr().err
     assert not (tmp_path / "out.safetensors").exists()
 

@@ -23,9 +23,10 @@ frame, or masks of another size than their image are errors. A track's class is 
 class name it carries most often in the video (the first seen on a tie); tracks of a
 class the model lacks or the mapping drops are left out (their pixels are unlabelled).
 
-One bag is one video. ``path`` is a bag (a rosbag2 directory with ``metadata.yaml``, or a
-single ``.db3`` / ``.mcap`` file) or a directory whose entries are bags (one video each,
-sorted by name, which is also the video name).
+One bag is one video. ``path`` is a bag (a rosbag2 directory, or a single ``.db3`` /
+``.mcap`` file; a bag cut short by a power loss is read up to the cut, see bag_access.py)
+or a directory whose entries are bags (one video each, sorted by name, which is also the
+video name).
 
 Reading and writing use the pure-Python `rosbags` package; the custom message types are
 registered from this package's ``msg/*.msg`` files (the source tree's, or the installed
@@ -35,6 +36,7 @@ registered from this package's ``msg/*.msg`` files (the source tree's, or the in
 from __future__ import annotations
 
 import os
+import re
 import sys
 from functools import cache
 from pathlib import Path
@@ -93,10 +95,19 @@ def stamp_ns(header: Any) -> int:
 
 
 def is_bag(path: str | Path) -> bool:
-    """Whether path is one bag: a rosbag2 directory or a single .db3/.mcap file."""
+    """Whether path is one bag: a rosbag2 directory or a single .db3/.mcap file.
+
+    A directory without metadata.yaml (rosbag2 writes it when the bag is closed, so a
+    recorder that died leaves none) is one bag when its storage files are named as rosbag2
+    names them, ``<directory name>[_<N>].db3|mcap``.
+    """
     path = Path(path)
     if path.is_dir():
-        return (path / "metadata.yaml").is_file()
+        if (path / "metadata.yaml").is_file():
+            return True
+        files = [p for p in path.iterdir() if p.suffix in BAG_FILE_SUFFIXES]
+        pattern = re.compile(re.escape(path.name) + r"(_\d+)?")
+        return bool(files) and all(pattern.fullmatch(p.stem) for p in files)
     return path.is_file() and path.suffix in BAG_FILE_SUFFIXES
 
 

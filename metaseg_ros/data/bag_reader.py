@@ -1,5 +1,6 @@
 """Reading ROS 2 bags with InstanceMaskArray ground truth as a VideoSource (the format is
-described in data/bag_format.py). Reading uses the pure-Python `rosbags`; no rclpy."""
+described in data/bag_format.py). Reading goes through data/bag_access.py (rosbags, and
+recovery of bags cut short); no rclpy."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from metaseg_ros.data.bag_access import BagReader, TopicInfo
 from metaseg_ros.data.bag_format import (
     COMPRESSED_IMAGE_TYPE,
     GROUND_TRUTH_TYPE,
@@ -22,9 +24,6 @@ from metaseg_ros.data.bag_format import (
 from metaseg_ros.data.types import ClassMapper, ClipSample, VideoSource
 from metaseg_ros.image_codec import compressed_to_rgb, image_to_rgb
 from metaseg_ros.masks import decode_rle
-
-if TYPE_CHECKING:  # rosbags is imported when a bag is read
-    from rosbags.interfaces import Connection
 
 # Requested frames closer than this (in frames) are read in one pass over the bag.
 _MAX_FRAME_GAP_PER_READ = 4
@@ -50,54 +49,48 @@ class _BagVideo:
     skipped_images: int
 
 
-def _topic_connections(reader: Any, topic: str, expected_types: Sequence[str],
-                       role: str, path: Path) -> list[Connection]:
-    connections = [c for c in reader.connections if c.topic == topic]
-    if not connections:
-        available = ", ".join(sorted({f"{c.topic} ({c.msgtype})" for c in reader.connections}))
-        raise ValueError(f"{path}: no {role} topic {topic!r}; the bag has: {available or 'none'}")
-    types = {c.msgtype for c in connections}
-    if len(types) > 1 or not types <= set(expected_types):
-        raise ValueError(f"{path}: {role} topic {topic!r} has type {', '.join(sorted(types))}; "
+def topic_info(reader: BagReader, topic: str, expected_types: Sequence[str],
+               role: str) -> TopicInfo:
+    """The topic, checked to exist with one of the expected types (clear errors otherwise)."""
+    info = reader.topics.get(topic)
+    if info is None:
+        raise ValueError(f"{reader.path}: no {role} topic {topic!r}; the bag has: "
+                         f"{reader.describe()}")
+    if info.msgtype not in expected_types:
+        raise ValueError(f"{reader.path}: {role} topic {topic!r} has type {info.msgtype}; "
                          f"expected {' or '.join(expected_types)}")
-    return connections
+    return info
 
 
-def _check_definition(connections: Sequence[Connection], path: Path) -> None:
+def check_definition(info: TopicInfo, path: Path) -> None:
     """Refuse ground truth recorded with another InstanceMaskArray definition (hash)."""
     expected = metaseg_typestore().hash_rihs01(GROUND_TRUTH_TYPE)
-    for connection in connections:
-        if connection.digest and connection.digest.startswith("RIHS01_") \
-                and connection.digest != expected:
-            raise ValueError(f"{path}: topic {connection.topic!r} was recorded with another "
-                             f"definition of {GROUND_TRUTH_TYPE} ({connection.digest}; this "
-                             f"package's is {expected})")
+    if info.digest.startswith("RIHS01_") and info.digest != expected:
+        raise ValueError(f"{path}: topic {info.name!r} was recorded with another "
+                         f"definition of {GROUND_TRUTH_TYPE} ({info.digest}; this "
+                         f"package's is {expected})")
 
 
 def _index_bag(path: Path, image_topic: str, gt_topic: str, mapper: ClassMapper) -> _BagVideo:
     """Read a bag once: stamps and log times of images and ground truth, the tracks."""
-    from rosbags.rosbag2 import Reader
-
     store = metaseg_typestore()
     images: dict[int, int] = {}
     truth: dict[int, int] = {}
     votes: dict[int, Counter[str]] = {}
-    with Reader(path) as reader:
-        image_connections = _topic_connections(reader, image_topic,
-                                               (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE), "image", path)
-        gt_connections = _topic_connections(reader, gt_topic, (GROUND_TRUTH_TYPE,),
-                                            "ground-truth", path)
-        _check_definition(gt_connections, path)
-        image_type = image_connections[0].msgtype
-        for connection, log_time, raw in reader.messages([*image_connections, *gt_connections]):
-            msg = store.deserialize_cdr(raw, connection.msgtype)
+    with BagReader(path) as reader:
+        image_type = topic_info(reader, image_topic, (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE),
+                                "image").msgtype
+        check_definition(topic_info(reader, gt_topic, (GROUND_TRUTH_TYPE,), "ground-truth"),
+                         path)
+        for raw in reader.messages([image_topic, gt_topic]):
+            msg = store.deserialize_cdr(raw.data, raw.msgtype)
             stamp = stamp_ns(msg.header)
-            table = images if connection.topic == image_topic else truth
+            table = images if raw.topic == image_topic else truth
             if stamp in table:
-                raise ValueError(f"{path}: two messages on {connection.topic!r} with stamp "
+                raise ValueError(f"{path}: two messages on {raw.topic!r} with stamp "
                                  f"{stamp} ns")
-            table[stamp] = log_time
-            if connection.topic == gt_topic:
+            table[stamp] = raw.log_time
+            if raw.topic == gt_topic:
                 seen: set[int] = set()
                 for instance in msg.instances:
                     track_id = int(instance.track_id)
@@ -192,8 +185,6 @@ class BagVideoSource(VideoSource):
 
     def load_clip(self, video_index: int, frame_indices: Sequence[int]) -> ClipSample:
         """Decode the given frames' images and ground-truth masks from the bag."""
-        from rosbags.rosbag2 import Reader
-
         video = self._videos[video_index]
         indices = [int(t) for t in frame_indices]
         for t in indices:
@@ -202,9 +193,7 @@ class BagVideoSource(VideoSource):
         store = metaseg_typestore()
         images: dict[int, Any] = {}
         truth: dict[int, Any] = {}
-        with Reader(video.path) as reader:
-            connections = [c for c in reader.connections
-                           if c.topic in (self.image_topic, self.gt_topic)]
+        with BagReader(video.path) as reader:
             for group in _read_groups(indices):
                 frames = [video.frames[t] for t in group]
                 image_times = {f.image_log_time for f in frames}
@@ -212,11 +201,11 @@ class BagVideoSource(VideoSource):
                 wanted = {f.stamp_ns for f in frames}
                 start = min(min(image_times), min(gt_times))
                 stop = max(max(image_times), max(gt_times)) + 1
-                for connection, log_time, raw in reader.messages(connections, start, stop):
-                    is_image = connection.topic == self.image_topic
-                    if log_time not in (image_times if is_image else gt_times):
+                for raw in reader.messages([self.image_topic, self.gt_topic], start, stop):
+                    is_image = raw.topic == self.image_topic
+                    if raw.log_time not in (image_times if is_image else gt_times):
                         continue
-                    msg = store.deserialize_cdr(raw, connection.msgtype)
+                    msg = store.deserialize_cdr(raw.data, raw.msgtype)
                     stamp = stamp_ns(msg.header)
                     if stamp in wanted:
                         (images if is_image else truth)[stamp] = msg

@@ -17,36 +17,27 @@ Command line (prints one JSON document)::
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from metaseg_ros.data.sources import VideoSourceConfig, build_video_source
 from metaseg_ros.data.types import ClipSample, VideoSource
-from metaseg_ros.eval import (
-    FrameObjects,
-    VideoTrack,
-    combine_hota,
-    davis_j_and_f,
-    hota_metrics,
-    mot_metrics_combined,
-    tracks_from_frames,
-    video_ap,
-)
+from metaseg_ros.eval.frames import FrameObjects
+from metaseg_ros.eval.scoring import ScoredVideo, score_videos
 from metaseg_ros.inference.pipeline import PerceptionPipeline
 from metaseg_ros.inference.runners.eager import EagerRunner
 from metaseg_ros.inference.segmenter import StreamingSegmenter
 from metaseg_ros.inference.settings import PostprocessSettings
-from metaseg_ros.model.checkpoint import load_checkpoint
+from metaseg_ros.model.checkpoint import CheckpointError, load_checkpoint
 from metaseg_ros.model.metasegmenter import MetaSegmenter
 from metaseg_ros.results import Segmenter
 from metaseg_ros.tracking import Tracker, TrackerConfig
+from metaseg_ros.user_errors import ArgumentParser, run_command
 
 
 @dataclass(frozen=True)
@@ -85,12 +76,6 @@ def ground_truth_frames(clip: ClipSample) -> list[FrameObjects]:
     return frames
 
 
-def _category_shift(tracks: Sequence[VideoTrack]) -> list[VideoTrack]:
-    """Category ids 1..C (class id + 1), as YouTube-VIS numbers its categories."""
-    return [VideoTrack(t.track_id, t.category_id + 1, t.masks, t.score, t.iscrowd)
-            for t in tracks]
-
-
 def evaluate_model(model: MetaSegmenter, source: VideoSource,
                    tracker_config: TrackerConfig | None = None,
                    postprocess: PostprocessSettings | None = None,
@@ -107,47 +92,34 @@ def evaluate_segmenter(segmenter: Segmenter, source: VideoSource,
     """Run any Segmenter + Tracker online over every video of a source and score it."""
     tracker = Tracker(tracker_config or TrackerConfig(), class_names=segmenter.class_names)
     pipeline = PerceptionPipeline(segmenter, tracker)
-    num_classes = len(segmenter.class_names)
     count = len(source) if max_videos is None else min(max_videos, len(source))
-    gt_videos, pred_videos, sequences, hotas, j_and_fs = [], [], [], [], []
+    videos = []
     num_frames, elapsed = 0, 0.0
     for video_index in range(count):
         clip = source.load_clip(video_index, range(source.num_frames(video_index)))
         pipeline.reset()
-        gt_frames = ground_truth_frames(clip)
-        pred_frames = []
-        for frame in clip.frames:
+        video = ScoredVideo()
+        for frame, truth in zip(clip.frames, ground_truth_frames(clip), strict=True):
             started = time.perf_counter()
             tracked = pipeline.step(frame)
             elapsed += time.perf_counter() - started
-            pred_frames.append(FrameObjects.from_tracked(tracked.instances))
+            video.add(truth, FrameObjects.from_tracked(tracked.instances), frame.shape[:2])
         num_frames += clip.num_frames
-        gt_videos.append(_category_shift(tracks_from_frames(gt_frames)))
-        pred_videos.append(_category_shift(tracks_from_frames(pred_frames)))
-        sequences.append((gt_frames, pred_frames))
-        hotas.append(hota_metrics(gt_frames, pred_frames, similarity="mask"))
-        if any(len(f) for f in gt_frames):
-            j_and_fs.append(davis_j_and_f(gt_frames, pred_frames, clip.frames.shape[1:3],
-                                          match="hungarian"))
-    vis = video_ap(gt_videos, pred_videos,
-                   category_ids=list(range(1, num_classes + 1)))
-    mot = mot_metrics_combined(sequences, similarity="mask")
-    hota = combine_hota(hotas)
-    return EvaluationResult(
-        video_ap=vis.ap, video_ap50=vis.ap50, video_ap75=vis.ap75, video_ar1=vis.ar1,
-        video_ar10=vis.ar10, idf1=mot.idf1, mota=mot.mota, id_switches=mot.id_switches,
-        false_positives=mot.false_positives, misses=mot.misses,
-        hota=float(hota.hota), det_a=float(hota.deta), ass_a=float(hota.assa),
-        j_and_f=float(np.mean([r.j_and_f for r in j_and_fs])) if j_and_fs else -1.0,
-        j_mean=float(np.mean([r.j_mean for r in j_and_fs])) if j_and_fs else -1.0,
-        f_mean=float(np.mean([r.f_mean for r in j_and_fs])) if j_and_fs else -1.0,
-        num_videos=count, num_frames=num_frames,
-        seconds_per_frame=elapsed / max(num_frames, 1))
+        videos.append(video)
+    scores = score_videos(videos, len(segmenter.class_names))
+    return EvaluationResult(**asdict(scores), num_videos=count, num_frames=num_frames,
+                            seconds_per_frame=elapsed / max(num_frames, 1))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`metaseg-eval`; a user error (missing checkpoint or bag, unknown topic, ground truth
+    of another size than its images, ...) is one line on stderr and exit code 2."""
+    return run_command("metaseg-eval", _main, argv, extra=(CheckpointError,))
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     """Evaluate a checkpoint on a synthetic split, a YouTube-VIS JSON or bags; print JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="metaseg-eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="checkpoint path (stem or file)")
     held_out = VideoSourceConfig()
     parser.add_argument("--synthetic-videos", type=int, default=40)

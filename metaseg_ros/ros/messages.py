@@ -1,4 +1,8 @@
-"""Building and reading metaseg_ros messages (InstanceMask, InstanceMaskArray)."""
+"""Building and reading metaseg_ros messages (InstanceMask, InstanceMaskArray) with rclpy.
+
+The content comes from metaseg_ros.message_content, which replay uses too (with rosbags'
+classes), so the node's messages and a results bag hold the same fields.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +10,24 @@ import numpy as np
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
 
-from metaseg_ros.image_codec import label_to_image_fields, rgb_to_image_fields
-from metaseg_ros.masks import decode_rle, encode_rle
+from metaseg_ros import message_content
+from metaseg_ros.masks import decode_rle
+from metaseg_ros.message_content import MessageTypes
 from metaseg_ros.msg import InstanceMask, InstanceMaskArray
 from metaseg_ros.results import TrackedFrame, TrackedInstance
-from metaseg_ros.visualization import label_image, render_overlay
+
+RCLPY_TYPES = MessageTypes(instance_array=InstanceMaskArray, instance=InstanceMask,
+                           region_of_interest=RegionOfInterest, image=Image, byte_array=bytes)
 
 
 def instance_to_msg(instance: TrackedInstance) -> InstanceMask:
     """One tracked instance as an InstanceMask (mask run-length encoded, see the .msg)."""
-    box = instance.bbox
-    return InstanceMask(
-        track_id=int(instance.track_id),
-        class_id=int(instance.class_id),
-        class_name=instance.class_name,
-        score=float(instance.score),
-        bbox=RegionOfInterest(x_offset=box.x, y_offset=box.y, width=box.width,
-                              height=box.height, do_rectify=False),
-        age=int(instance.age),
-        hits=int(instance.hits),
-        mask_rle=encode_rle(instance.mask, box),
-    )
+    return message_content.instance_msg(instance, RCLPY_TYPES)
 
 
 def frame_to_msg(frame: TrackedFrame, header: Header) -> InstanceMaskArray:
     """A whole frame's instances, stamped with the source image's header."""
-    return InstanceMaskArray(header=header, height=frame.height, width=frame.width,
-                             instances=[instance_to_msg(inst) for inst in frame.instances])
+    return message_content.instance_array_msg(frame, header, RCLPY_TYPES)
 
 
 def decode_instance_mask(instance: InstanceMask, height: int, width: int) -> np.ndarray:
@@ -42,10 +37,9 @@ def decode_instance_mask(instance: InstanceMask, height: int, width: int) -> np.
 
 def label_image_msg(frame: TrackedFrame, header: Header) -> Image:
     """32SC1 image whose pixels hold track ids (0 = no instance), for costmap layers."""
-    labels = label_image(frame.instances, frame.height, frame.width)
-    return Image(header=header, **label_to_image_fields(labels))
+    return message_content.label_image_msg(frame, header, RCLPY_TYPES)
 
 
 def overlay_msg(rgb: np.ndarray, frame: TrackedFrame, header: Header) -> Image:
     """rgb8 debug image: the source frame with masks coloured by track id and labelled."""
-    return Image(header=header, **rgb_to_image_fields(render_overlay(rgb, frame.instances)))
+    return message_content.overlay_msg(rgb, frame, header, RCLPY_TYPES)
