@@ -309,7 +309,8 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, footage, params_file, cap
                     "no topic '/nope'", "/camera/image_raw (sensor_msgs/msg/Image")
     _one_line_error(capsys, replay(tmp_path / "absent.mcap", "--output", out, *common),
                     "absent.mcap")
-    _one_line_error(capsys, replay(bag, "--output", out, *common, "--gt-topic", "/camera/image_raw"),
+    _one_line_error(capsys, replay(bag, "--output", out, *common, "--gt-topic",
+                                   "/camera/image_raw"),
                     "ground-truth topic '/camera/image_raw' has type sensor_msgs/msg/Image")
     _one_line_error(capsys, replay(bag, "--output", out, *common, "--start", "3", "--end", "1"),
                     "--end (1.0) must be after --start (3.0)")
@@ -321,7 +322,8 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, footage, params_file, cap
     (small / "Annotations" / "480p" / "squares").mkdir(parents=True)
     PILImage.fromarray(np.ones((30, 40), np.uint8)).save(
         small / "Annotations" / "480p" / "squares" / "00000.png")
-    _one_line_error(capsys, replay(bag, "--output", tmp_path / "o2", *common, "--gt-davis", small),
+    _one_line_error(capsys, replay(bag, "--output", tmp_path / "o2", *common, "--gt-davis",
+                                   small),
                     "ground truth is 30x40 (HxW), its image 60x80")
     # A bag without images, and one whose images are in an encoding nobody reads.
     store = metaseg_typestore()
