@@ -37,6 +37,7 @@ setup(
     entry_points={
         "console_scripts": [
             "metaseg_node = metaseg_ros.ros.node:main",
+            "metaseg_lifecycle_node = metaseg_ros.ros.lifecycle_node:main",
             "metaseg-demo = metaseg_ros.cli.demo:main",
             "metaseg-convert = metaseg_ros.cli.convert:main",
             "metaseg-export = metaseg_ros.cli.export:main",

@@ -1,13 +1,15 @@
-"""Start metaseg_node.
+"""Start metaseg_node (or its managed variant, metaseg_lifecycle_node).
 
     ros2 launch metaseg_ros metaseg.launch.py image:=/camera/image_raw
+    ros2 launch metaseg_ros metaseg.launch.py lifecycle:=true autostart:=true
 
 Arguments: image (input topic; the compressed input is <image>/compressed), params_file,
 namespace, use_sim_time, backend (auto | eager | cudagraph | onnxruntime | tensorrt |
-exported; when given it overrides the params file, which says `auto` by default), and
+exported; when given it overrides the params file, which says `auto` by default),
 fastdds_profile (the shared-memory transport profile that lets large best-effort images
 through; exported as FASTDDS_DEFAULT_PROFILES_FILE and, on Humble/Iron/Jazzy, also as
-FASTRTPS_DEFAULT_PROFILES_FILE).
+FASTRTPS_DEFAULT_PROFILES_FILE), lifecycle (true: the managed node, which waits for
+configure/activate) and autostart (with lifecycle: the node configures and activates itself).
 
 metaseg_ros/ros/launch_command.py spells out the command line this file makes launch_ros
 run; the tests start the node with exactly that command line.
@@ -35,10 +37,15 @@ def _metaseg_node(context: LaunchContext) -> list[Node]:
     backend = LaunchConfiguration("backend").perform(context)
     if backend:
         overrides["backend"] = backend
+    lifecycle = LaunchConfiguration("lifecycle").perform(context).lower() == "true"
+    if lifecycle:
+        overrides["autostart"] = ParameterValue(LaunchConfiguration("autostart"),
+                                                value_type=bool)
+    executable = "metaseg_lifecycle_node" if lifecycle else "metaseg_node"
     return [
         Node(
             package="metaseg_ros",
-            executable="metaseg_node",
+            executable=executable,
             name="metaseg_node",
             namespace=LaunchConfiguration("namespace"),
             parameters=[LaunchConfiguration("params_file"), overrides],
@@ -68,6 +75,11 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("backend", default_value="",
                               description="auto | eager | cudagraph | onnxruntime | tensorrt | "
                                           "exported ('' = as the params file says)"),
+        DeclareLaunchArgument("lifecycle", default_value="false",
+                              description="true: start metaseg_lifecycle_node (managed)"),
+        DeclareLaunchArgument("autostart", default_value="false",
+                              description="with lifecycle:=true, configure and activate at "
+                                          "start"),
         DeclareLaunchArgument("fastdds_profile",
                               default_value=PathJoinSubstitution(
                                   [share, "config", "fastdds_shm.xml"]),

@@ -70,11 +70,16 @@ class Detection:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class FrameDetections:
-    """All instances segmented in one frame of size height x width."""
+    """All instances segmented in one frame of size height x width.
+
+    memory_fill: past frames in the segmenter's temporal memory when this frame was
+    segmented (-1 when the segmenter keeps no such memory or does not say).
+    """
 
     height: int
     width: int
     detections: tuple[Detection, ...]
+    memory_fill: int = -1
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -99,14 +104,16 @@ class TrackedInstance:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class TrackedFrame:
-    """The result of one pipeline step: tracked instances, per-stage timings (ms), and the
-    tracks alive after it (tentative and lost ones included; -1 when unknown)."""
+    """The result of one pipeline step: tracked instances, per-stage timings (ms), the
+    tracks alive after it (tentative and lost ones included) and the frames in the model's
+    memory (FrameDetections.memory_fill); -1 when unknown."""
 
     height: int
     width: int
     instances: tuple[TrackedInstance, ...]
     timings_ms: dict[str, float] = field(default_factory=dict)
     live_tracks: int = -1
+    memory_fill: int = -1
 
 
 @runtime_checkable

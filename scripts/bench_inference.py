@@ -126,7 +126,7 @@ def worker(args: argparse.Namespace) -> dict:
     settings = PostprocessSettings(score_threshold=args.score_threshold)
     segmenter = StreamingSegmenter(runner, settings)
     if args.preprocess_on == "cpu":
-        segmenter.preprocess_device = None
+        segmenter.letterbox_on_gpu = False
     frames = camera_frames(args.frames + args.warmup)
     frame_iter = iter(frames * 4)
     row: dict = {"config": args.config, "size": args.size, "backend": args.backend,

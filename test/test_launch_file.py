@@ -19,6 +19,7 @@ from metaseg_ros.ros.launch_command import (
     NODE_NAME,
     PROFILE_VARIABLE,
     LaunchArguments,
+    executable_name,
     launch_parameters,
     launch_remappings,
     node_command,
@@ -76,7 +77,12 @@ def test_launch_file_matches_launch_command() -> None:
 
     (node,) = calls(tree, "Node")
     assert keyword(node, "package").value == "metaseg_ros"
-    assert keyword(node, "executable").value == EXECUTABLE
+    # executable = "<lifecycle executable>" if lifecycle else "<executable>"
+    (choice,) = [a.value for a in ast.walk(tree) if isinstance(a, ast.Assign)
+                 and any(getattr(t, "id", "") == keyword(node, "executable").id
+                         for t in a.targets)]
+    assert (choice.body.value, choice.orelse.value) == (
+        executable_name(LaunchArguments(lifecycle="true")), EXECUTABLE)
     assert keyword(node, "name").value == NODE_NAME
     assert launch_configuration(keyword(node, "namespace"), variables) == "namespace"
     params_file, overrides = keyword(node, "parameters").elts
@@ -89,7 +95,7 @@ def test_launch_file_matches_launch_command() -> None:
                 and getattr(t.value, "id", "") == overrides.id]
     assert [k.value for k in literal.keys] == list(launch_parameters(defaults))
     assert [k.value for k in literal.keys] + optional == \
-        list(launch_parameters(LaunchArguments(backend="eager")))
+        list(launch_parameters(LaunchArguments(backend="eager", lifecycle="true")))
     remaps = keyword(node, "remappings").elts
     assert [r.elts[0].value for r in remaps] == [s for s, _ in launch_remappings(defaults)]
     assert launch_configuration(remaps[0].elts[1], variables) == "image"

@@ -55,7 +55,7 @@ def test_live_thresholds_are_validated_then_applied(rclpy_context, post_set_call
     node = MetaSegNode(post_set_callbacks=post_set_callbacks, parameter_overrides=[
         Parameter("backend", value="eager")])
     try:
-        segmenter = node._pipeline.segmenter
+        segmenter = node.runtime.pipeline.segmenter
         assert segmenter.settings.score_threshold == 0.5
         results = node.set_parameters([Parameter("score_threshold", value=1.5)])
         assert not results[0].successful and "score_threshold" in results[0].reason
@@ -86,7 +86,7 @@ def test_a_plugin_without_adjustable_postprocessing_refuses_live_thresholds(
         assert not results[0].successful
         assert "no adjustable post-processing" in results[0].reason
         assert node.set_parameters([Parameter("publish_label_image", value=False)])[0].successful
-        assert node._params["publish_label_image"] is False
+        assert node.runtime.params["publish_label_image"] is False
     finally:
         node.shutdown()
         node.destroy_node()

@@ -14,7 +14,12 @@ from pathlib import Path
 import torch
 
 from metaseg_ros.inference.artifacts import ARTIFACT_SUFFIXES, ExportSettings
-from metaseg_ros.inference.export import build_tensorrt_artifact, ensure_artifact, tensorrt_settings
+from metaseg_ros.inference.export import (
+    CachedArtifact,
+    build_tensorrt_artifact,
+    ensure_artifact,
+    tensorrt_settings,
+)
 from metaseg_ros.inference.pipeline import PerceptionPipeline, PipelineInfo
 from metaseg_ros.inference.runner import (
     BackendUnavailableError,
@@ -23,6 +28,7 @@ from metaseg_ros.inference.runner import (
     check_device,
 )
 from metaseg_ros.inference.runners.eager import CudaGraphRunner, EagerRunner
+from metaseg_ros.inference.runners.fallback import Fallback, FallbackRunner
 from metaseg_ros.inference.runners.onnxruntime import OnnxRuntimeRunner, import_onnxruntime
 from metaseg_ros.inference.runners.program import ExportedProgramRunner
 from metaseg_ros.inference.runners.tensorrt import TensorRTRunner, import_torch_tensorrt
@@ -55,10 +61,15 @@ def create_pipeline(settings: PipelineSettings, log: Log = print) -> PerceptionP
         info = PipelineInfo(description=f"plugin {settings.model.segmenter}")
         set_postprocess = None
     else:
-        segmenter, info = create_segmenter(settings, log=log)
+        def fell_back(backend: str, reason: str) -> None:  # called by the runner, later
+            segmenter.restart_memory()
+            pipeline.backend_fell_back(backend, reason)
+
+        segmenter, info = create_segmenter(settings, log=log, on_fallback=fell_back)
         set_postprocess = segmenter.set_postprocess
     tracker = Tracker(settings.tracker, class_names=segmenter.class_names)
-    return PerceptionPipeline(segmenter, tracker, info, set_postprocess=set_postprocess)
+    pipeline = PerceptionPipeline(segmenter, tracker, info, set_postprocess=set_postprocess)
+    return pipeline
 
 
 def load_segmenter_plugin(spec: str) -> Segmenter:
@@ -72,13 +83,16 @@ def load_segmenter_plugin(spec: str) -> Segmenter:
     return segmenter
 
 
-def create_segmenter(settings: PipelineSettings, log: Log = print
+def create_segmenter(settings: PipelineSettings, log: Log = print,
+                     on_fallback: Callable[[str, str], None] | None = None
                      ) -> tuple[StreamingSegmenter, PipelineInfo]:
     """Load the configured checkpoint (or the shipped one) on the configured backend.
 
     A checkpoint path ending in .onnx, .pt2 or .ep is a ready-made export (metaseg-export)
     and runs as it is on the matching backend (onnxruntime, exported, tensorrt). With
-    backend 'auto', a failed export falls back to eager (logged).
+    backend 'auto', a failed export falls back to eager (logged). With fallback_backend
+    'eager', a backend that fails while running is replaced by eager PyTorch
+    (runners/fallback.py; `on_fallback(backend, reason)` is told).
     """
     model_settings = settings.model
     if model_settings.num_threads > 0:
@@ -101,6 +115,9 @@ def create_segmenter(settings: PipelineSettings, log: Log = print
         runner, backend = _runner_with_fallback(model.eval(), model_settings, options,
                                                 str(checkpoint or f"random-{model.config.name}"),
                                                 log)
+        fallbacks = _fallback_chain(model, backend, model_settings)
+        if fallbacks:
+            runner = FallbackRunner(runner, backend, fallbacks, log=log, on_switch=on_fallback)
     info = _describe(runner, model_settings, backend, source, random=checkpoint is None)
     log(info.description)
     return StreamingSegmenter(runner, settings.postprocess), info
@@ -118,6 +135,20 @@ def _runner_with_fallback(model: MetaSegmenter, settings: ModelSettings,
             raise
         log(f"backend auto: {backend} failed ({error!r}); running eager instead")
         return create_runner(model, "eager", settings.device, log=log, options=options), "eager"
+
+
+def _fallback_chain(model: MetaSegmenter, backend: str, settings: ModelSettings
+                    ) -> list[Fallback]:
+    """Eager on the configured device (unless that is what runs), then eager on the CPU."""
+    if settings.fallback_backend == "none":
+        return []
+    chain: list[Fallback] = []
+    if backend != "eager":
+        chain.append((f"eager/{settings.device}",
+                      partial(EagerRunner, model, settings.device, precision="float32")))
+    if settings.device != "cpu":
+        chain.append(("eager/cpu", partial(EagerRunner, model, "cpu")))
+    return chain
 
 
 def _describe(runner: ModelRunner, settings: ModelSettings, backend: str, source: str,
@@ -154,19 +185,38 @@ def create_runner(model: MetaSegmenter, backend: str, device: str, cache_key: st
                          f"'cudagraph' only (backend '{backend}' has its own)")
     if backend == "onnxruntime":
         import_onnxruntime(device)  # fail before a long export
-        artifact = ensure_artifact(model, ExportSettings("onnx"), cache_key, options.cache_dir,
-                                   log)
-        return OnnxRuntimeRunner(artifact.path, device, options.num_threads, options.spin_wait)
+        return _cached_runner(
+            partial(ensure_artifact, model, ExportSettings("onnx"), cache_key, options.cache_dir,
+                    log),
+            lambda path: OnnxRuntimeRunner(path, device, options.num_threads,
+                                           options.spin_wait), log)
     if backend == "exported":
         check_device(backend, device)  # fail before a long export
-        artifact = ensure_artifact(model, ExportSettings("pt2", device=device), cache_key,
-                                   options.cache_dir, log)
-        return ExportedProgramRunner(artifact.path, device)
+        return _cached_runner(
+            partial(ensure_artifact, model, ExportSettings("pt2", device=device), cache_key,
+                    options.cache_dir, log),
+            lambda path: ExportedProgramRunner(path, device), log)
     torch_tensorrt = import_torch_tensorrt(device)
-    artifact = ensure_artifact(model, tensorrt_settings(device), cache_key, options.cache_dir,
-                               log, writer=partial(build_tensorrt_artifact,
-                                                   torch_tensorrt=torch_tensorrt))
-    return TensorRTRunner(artifact.path, torch_tensorrt)
+    return _cached_runner(
+        partial(ensure_artifact, model, tensorrt_settings(device), cache_key, options.cache_dir,
+                log, writer=partial(build_tensorrt_artifact, torch_tensorrt=torch_tensorrt)),
+        lambda path: TensorRTRunner(path, torch_tensorrt), log)
+
+
+def _cached_runner(ensure: Callable[[], CachedArtifact], load: Callable[[Path], ModelRunner],
+                   log: Log) -> ModelRunner:
+    """Load the cached artifact; one found in the cache that cannot be loaded (a truncated
+    or corrupted file) is removed and exported again, never trusted."""
+    artifact = ensure()
+    try:
+        return load(artifact.path)
+    except Exception as error:
+        if artifact.created:
+            raise
+        log(f"cached artifact {artifact.path} cannot be loaded ({type(error).__name__}: "
+            f"{error}); exporting it again")
+        artifact.path.unlink(missing_ok=True)
+    return load(ensure().path)
 
 
 def resolve_backend(backend: str, device: str, precision: str = "float32") -> str:

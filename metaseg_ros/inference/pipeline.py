@@ -9,7 +9,9 @@ node knows of what runs: its `info` (for logs and /diagnostics) and live post-pr
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -42,7 +44,8 @@ class PipelineInfo:
     """What runs, as the builder made it (for logs and /diagnostics).
 
     backend: the backend actually running ('' for a segmenter plugin); random_weights: no
-    checkpoint was found, the masks mean nothing.
+    checkpoint was found, the masks mean nothing; fallback_reason: why the configured backend
+    was replaced while running ('' while it runs).
     """
 
     description: str
@@ -50,6 +53,7 @@ class PipelineInfo:
     precision: str = ""
     device: str = ""
     random_weights: bool = False
+    fallback_reason: str = ""
 
 
 class PerceptionPipeline:
@@ -66,6 +70,7 @@ class PerceptionPipeline:
         self.tracker = tracker
         self.info = info or PipelineInfo(description=type(segmenter).__name__)
         self._set_postprocess = set_postprocess
+        self.resets: Counter[str] = Counter()
 
     @property
     def class_names(self) -> Sequence[str]:
@@ -95,9 +100,16 @@ class PerceptionPipeline:
         return TrackedFrame(
             height=detections.height, width=detections.width, instances=instances,
             timings_ms={"segment": (segmented - start) * 1e3, "track": (tracked - segmented) * 1e3},
-            live_tracks=self.tracker.live_track_count)
+            live_tracks=self.tracker.live_track_count, memory_fill=detections.memory_fill)
 
-    def reset(self) -> None:
-        """Forget the model's temporal memory and all tracks."""
+    def reset(self, cause: str = "requested") -> None:
+        """Forget the model's temporal memory and all tracks; counted by cause."""
         self.segmenter.reset()
         self.tracker.reset()
+        self.resets[cause] += 1
+
+    def backend_fell_back(self, backend: str, reason: str) -> None:
+        """Record that the segmenter now runs on `backend` because `reason` (its memory
+        restarted; the tracks continue)."""
+        self.info = dataclasses.replace(self.info, backend=backend, fallback_reason=reason)
+        self.resets["backend_fallback"] += 1

@@ -9,9 +9,11 @@ inference/builder.py makes one from settings.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from metaseg_ros.inference.postprocess import select_instances
 from metaseg_ros.inference.preprocess import letterbox_image
@@ -25,7 +27,9 @@ class StreamingSegmenter:
     carried from each frame to the next (implements metaseg_ros.results.Segmenter).
 
     Frames are letterboxed where the network runs when that is a GPU (the uint8 frame is
-    uploaded, a quarter of the float input's bytes), on the CPU otherwise.
+    uploaded, a quarter of the float input's bytes), on the CPU otherwise
+    (`letterbox_on_gpu` False forces the CPU). The runner's device is read at every step:
+    a runner that falls back to another device (runners/fallback.py) is followed.
     """
 
     def __init__(self, runner: ModelRunner, settings: PostprocessSettings | None = None) -> None:
@@ -34,7 +38,13 @@ class StreamingSegmenter:
         self.settings = settings or PostprocessSettings()
         self._memory = runner.initial_memory()
         self.frames_since_reset = 0
-        self.preprocess_device = runner.device if runner.device.type == "cuda" else None
+        self.letterbox_on_gpu = True
+
+    @property
+    def preprocess_device(self) -> torch.device | None:
+        """Where the next frame is letterboxed (None: the CPU)."""
+        device = self.runner.device
+        return device if device.type == "cuda" and self.letterbox_on_gpu else None
 
     @property
     def class_names(self) -> Sequence[str]:
@@ -48,11 +58,19 @@ class StreamingSegmenter:
         images, letterbox = letterbox_image(image, self.config.image_size,
                                             self.config.pixel_mean, self.preprocess_device)
         output = self.runner(images, self._memory)
+        # Read after the call: a runner that fell back restarted from an empty memory.
+        memory_fill = min(self.frames_since_reset, self.config.memory_frames)
         self._memory = output.memory
         self.frames_since_reset += 1
         # Post-processing runs where the outputs are (the GPU for eager/exported on CUDA).
-        return select_instances(output.class_logits[0], output.mask_logits[0],
-                                output.query_embeddings[0], letterbox, self.settings)
+        detections = select_instances(output.class_logits[0], output.mask_logits[0],
+                                      output.query_embeddings[0], letterbox, self.settings)
+        return dataclasses.replace(detections, memory_fill=memory_fill)
+
+    def restart_memory(self) -> None:
+        """Count the memory as empty from now on: the runner started a new one itself
+        (after falling back to another backend)."""
+        self.frames_since_reset = 0
 
     def reset(self) -> None:
         """Empty the memory ring (a new video starts)."""

@@ -45,6 +45,11 @@ class ModelSettings:
         "network under autocast (GPU tensor cores; see docs/benchmarks.md)", choices=PRECISIONS)
     num_threads: int = setting(
         0, "CPU threads for inference (0 = library default)", minimum=0, maximum=256)
+    fallback_backend: str = setting(
+        "eager", "When the backend fails while running (CUDA out of memory, an ONNX Runtime "
+        "or TensorRT error): 'eager' runs on eager PyTorch from then on, on the same device, "
+        "else on the CPU (the model's memory starts empty once); 'none' drops the frames",
+        choices=("eager", "none"))
     segmenter: str = setting(
         "", "Advanced: 'module:factory' returning an object with the Segmenter interface "
         "(metaseg_ros.results.Segmenter) instead of MetaSegmenter")

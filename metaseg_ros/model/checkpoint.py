@@ -98,17 +98,24 @@ def save_checkpoint(model: MetaSegmenter, path: str | Path,
 
 
 def load_checkpoint_config(path: str | Path) -> MetaSegConfig:
-    """The config stored beside a checkpoint."""
+    """The config stored beside a checkpoint (CheckpointError naming the file if it is
+    missing, not JSON, not ours or not a valid config)."""
     _, config_path = checkpoint_paths(path)
     try:
         document = json.loads(config_path.read_text())
     except FileNotFoundError as error:
         raise CheckpointError(f"checkpoint config {config_path} not found") from error
-    if document.get("format") != FORMAT_NAME:
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise CheckpointError(f"{config_path} is not a readable JSON checkpoint config "
+                              f"({error})") from error
+    if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{config_path} is not a {FORMAT_NAME} config")
     if document.get("version") != FORMAT_VERSION:
         raise CheckpointError(f"{config_path}: unsupported version {document.get('version')}")
-    return config_from_dict(document["config"])
+    try:
+        return config_from_dict(document["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{config_path}: invalid model config ({error})") from error
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
@@ -119,7 +126,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     model = MetaSegmenter(config)
     if not weights_path.exists():
         raise CheckpointError(f"checkpoint weights {weights_path} not found")
-    state = load_file(str(weights_path), device=str(map_location))
+    try:
+        state = load_file(str(weights_path), device=str(map_location))
+    except Exception as error:  # safetensors raises its own error type for a bad file
+        raise CheckpointError(f"{weights_path} is not a readable safetensors file (truncated "
+                              f"or corrupted?): {error}") from error
     model.to(map_location)
-    load_state_dict_checked(model, state, strict=strict)
+    try:
+        load_state_dict_checked(model, state, strict=strict)
+    except CheckpointError as error:
+        raise CheckpointError(f"{weights_path} does not fit its config "
+                              f"({config.name}): {error}") from error
     return model.eval()

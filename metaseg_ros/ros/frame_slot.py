@@ -35,11 +35,14 @@ class LatestSlot(Generic[T]):
             item, self._item = self._item, None
             return item
 
-    def close(self) -> None:
-        """Wake any waiting `take` for good (shutdown)."""
+    def close(self) -> T | None:
+        """Wake any waiting `take` for good (shutdown); returns the item never taken, if
+        any, so the caller can count it."""
         with self._condition:
             self._closed = True
+            item, self._item = self._item, None
             self._condition.notify_all()
+            return item
 
     @property
     def closed(self) -> bool:

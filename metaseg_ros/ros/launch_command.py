@@ -22,6 +22,7 @@ import yaml
 
 NODE_NAME = "metaseg_node"
 EXECUTABLE = "metaseg_node"
+LIFECYCLE_EXECUTABLE = "metaseg_lifecycle_node"
 PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 # Fast DDS 2.x (up to Jazzy) reads the older name; Kilted's Fast DDS 3 warns that it is
 # deprecated, so it is only set for these distributions.
@@ -52,6 +53,8 @@ class LaunchArguments:
     namespace: str = ""
     use_sim_time: str = "false"
     backend: str = ""  # '' = as the params file says
+    lifecycle: str = "false"  # true: metaseg_lifecycle_node
+    autostart: str = "false"  # with lifecycle: configure and activate at start
     fastdds_profile: str = field(
         default_factory=lambda: str(package_share() / "config" / "fastdds_shm.xml"))
 
@@ -62,7 +65,19 @@ def launch_parameters(args: LaunchArguments) -> dict[str, object]:
     overrides: dict[str, object] = {"use_sim_time": yaml.safe_load(args.use_sim_time) is True}
     if args.backend:
         overrides["backend"] = args.backend
+    if is_lifecycle(args):
+        overrides["autostart"] = yaml.safe_load(args.autostart) is True
     return overrides
+
+
+def is_lifecycle(args: LaunchArguments) -> bool:
+    """Whether the launch file starts the managed node."""
+    return args.lifecycle.lower() == "true"
+
+
+def executable_name(args: LaunchArguments) -> str:
+    """The executable the launch file starts."""
+    return LIFECYCLE_EXECUTABLE if is_lifecycle(args) else EXECUTABLE
 
 
 def launch_remappings(args: LaunchArguments) -> list[tuple[str, str]]:

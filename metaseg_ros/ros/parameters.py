@@ -27,6 +27,7 @@ from metaseg_ros.inference.settings import (
     ModelSettings,
     PostprocessSettings,
 )
+from metaseg_ros.inference.stream import STREAM_PREFIX, StreamSettings
 from metaseg_ros.settings import SettingSpec, setting_specs
 from metaseg_ros.tracking.config import TrackerConfig
 
@@ -74,6 +75,8 @@ OUTPUT_PARAMETERS: tuple[ParamSpec, ...] = (
               "it has subscribers", read_only=False),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics reports",
               minimum=0.1, maximum=60.0),
+    ParamSpec("autostart", False, "metaseg_lifecycle_node only: configure and activate at "
+              "start (the plain metaseg_node always starts active)"),
 )
 POSTPROCESS_PARAMETERS: tuple[ParamSpec, ...] = tuple(
     ParamSpec.of(spec) for spec in setting_specs(PostprocessSettings))
@@ -82,6 +85,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     + tuple(ParamSpec.of(spec) for spec in setting_specs(ModelSettings))
     + POSTPROCESS_PARAMETERS
     + OUTPUT_PARAMETERS
+    + tuple(ParamSpec.of(spec) for spec in setting_specs(StreamSettings, STREAM_PREFIX))
     + tuple(ParamSpec.of(spec) for spec in setting_specs(TrackerConfig, TRACKER_PREFIX)))
 _BY_NAME = {spec.name: spec for spec in PARAMETERS}
 

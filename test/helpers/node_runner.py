@@ -15,6 +15,7 @@ import yaml
 
 from metaseg_ros.ros.launch_command import (
     LaunchArguments,
+    executable_name,
     node_command,
     node_environment,
     package_share,
@@ -23,11 +24,11 @@ from metaseg_ros.ros.launch_command import (
 HELPERS = Path(__file__).resolve().parent
 
 
-def node_executable() -> str:
-    """The installed `metaseg_node` executable (console script of the dev environment)."""
-    found = shutil.which("metaseg_node", path=str(Path(sys.executable).parent))
+def node_executable(name: str = "metaseg_node") -> str:
+    """An installed node executable (console script of the dev environment)."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
-        raise RuntimeError("metaseg_node is not installed (run `make setup`)")
+        raise RuntimeError(f"{name} is not installed (run `make setup`)")
     return found
 
 
@@ -40,7 +41,8 @@ class NodeProcess:
         params_file = work_dir / "metaseg_test_params.yaml"
         params_file.write_text(yaml.safe_dump(params))
         self.args = LaunchArguments(params_file=str(params_file), **launch_args)
-        self.argv = node_command(self.args, node_executable(), work_dir)
+        self.argv = node_command(self.args, node_executable(executable_name(self.args)),
+                                 work_dir)
         env = node_environment(self.args)
         env["PYTHONPATH"] = os.pathsep.join([str(HELPERS), env.get("PYTHONPATH", "")])
         env["PYTHONUNBUFFERED"] = "1"
