@@ -26,8 +26,11 @@ setup(
     ],
     extras_require={
         "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
-        "convert": ["transformers>=4.40"],
+        "convert": ["transformers>=4.40", "huggingface_hub>=0.20"],
         "eval": ["pycocotools>=2.0.7", "motmetrics>=1.4", "rosbags>=0.10"],
+        # metaseg-replay / metaseg-make-bag: bags (also cut short), report plots, videos.
+        "replay": ["rosbags>=0.10", "mcap>=1.1", "pycocotools>=2.0.7", "motmetrics>=1.4",
+                   "matplotlib>=3.7", "av>=12", "tqdm>=4.60"],
         "train": ["tensorboard>=2.14", "tqdm>=4.60", "imgviz>=1.7", "scikit-image>=0.22",
                   "pycocotools>=2.0.7", "motmetrics>=1.4", "rosbags>=0.10"],
     },
@@ -44,6 +47,8 @@ setup(
             "metaseg-train = metaseg_ros.cli.train:main",
             "metaseg-make-synthetic = metaseg_ros.cli.make_synthetic:main",
             "metaseg-eval = metaseg_ros.eval.evaluate:main",
+            "metaseg-replay = metaseg_ros.cli.replay:main",
+            "metaseg-make-bag = metaseg_ros.cli.make_bag:main",
         ],
     },
 )

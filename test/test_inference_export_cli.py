@@ -46,7 +46,7 @@ def test_export_writes_verified_artifacts_at_the_chosen_size(tmp_path, capsys):
 
 
 def test_export_needs_a_checkpoint_or_a_config(capsys):
-    assert main(["--onnx"]) == 1
+    assert main(["--onnx"]) == 2
     assert "give a checkpoint or --config" in capsys.readouterr().err
 
 
@@ -57,6 +57,7 @@ def test_tensorrt_export_without_tensorrt_fails_before_exporting(tmp_path, capsy
     except BackendUnavailableError:
         pass
     status = main(["--config", "tiny", "--tensorrt", "--output-dir", str(tmp_path / "out")])
-    assert status == 1
-    assert "backend 'tensorrt' is unavailable" in capsys.readouterr().err
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "backend 'tensorrt' is unavailable" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()

@@ -7,7 +7,8 @@ CHECKPOINT is a metaseg checkpoint (.safetensors with its .json); without one, -
 that architecture with random weights (seeded). Each artifact is checked against eager PyTorch
 over --frames frames of a panning real photo with the memory fed back (relative error of
 every output, IoU of the binary masks), and the ONNX graph is checked for the forbidden ops
-NonZero, ScatterND, Loop, If and Einsum. The exit status is 1 when a check fails.
+NonZero, ScatterND, Loop, If and Einsum. The exit status is 1 when a check fails, 2 for a
+user error (a missing checkpoint, no TensorRT, ...: one line on stderr).
 
 Examples:
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,16 +63,17 @@ from metaseg_ros.model.checkpoint import CheckpointError, load_checkpoint
 from metaseg_ros.model.config import CONFIG_NAMES, get_config, replace_config
 from metaseg_ros.model.export import FORBIDDEN_ONNX_OPS, find_forbidden_ops
 from metaseg_ros.model.metasegmenter import MetaSegmenter
+from metaseg_ros.user_errors import ArgumentParser, UserError, run_command
 
 # Parity limits: relative error of every output, and IoU of the binary masks.
 TOLERANCE = {"float32": 1e-3, "float16": 3e-2}
 MIN_MASK_IOU = {"float32": 0.99, "float16": 0.97}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(prog="metaseg-export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="metaseg-export", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", nargs="?", type=Path,
                         help="metaseg checkpoint (.safetensors + .json); omit for --config")
     parser.add_argument("--config", choices=CONFIG_NAMES,
@@ -100,7 +103,7 @@ def load_model(args: argparse.Namespace) -> MetaSegmenter:
         torch.manual_seed(args.seed)
         model = MetaSegmenter(get_config(args.config))
     else:
-        raise ValueError("give a checkpoint or --config")
+        raise UserError("give a checkpoint or --config")
     if args.image_size and tuple(args.image_size) != model.config.image_size:
         # No weight depends on the input size (position embeddings are computed).
         resized = MetaSegmenter(replace_config(model.config, image_size=tuple(args.image_size)))
@@ -156,19 +159,20 @@ def check_parity(model: MetaSegmenter, runner, device: str, frames: int, label: 
     return report_parity(label, results, precision)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit status."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status (1: a check failed; 2: a user error)."""
+    return run_command("metaseg-export", _main, argv,
+                       extra=(BackendUnavailableError, CheckpointError, ArtifactError))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.onnx or args.pt2 or args.tensorrt):
         args.onnx = True
-    try:
-        if args.tensorrt:
-            torch_tensorrt = import_torch_tensorrt("cuda")  # before any long export
-        model = load_model(args)
-    except (BackendUnavailableError, CheckpointError, ValueError, OSError) as error:
-        print(f"metaseg-export: error: {error}", file=sys.stderr)
-        return 1
+    if args.tensorrt:
+        torch_tensorrt = import_torch_tensorrt("cuda")  # before any long export
+    model = load_model(args)
     height, width = model.config.image_size
     name = args.name or (args.checkpoint.name.removesuffix(".safetensors").removesuffix(".json")
                          if args.checkpoint else model.config.name)
@@ -176,36 +180,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {model.config.name}: {model.config.num_classes} classes, input "
           f"{height}x{width}, memory of {model.config.memory_frames} frames")
     ok = True
-    try:
-        if args.onnx:
-            import onnx
+    if args.onnx:
+        import onnx
 
-            settings = ExportSettings("onnx", opset=args.opset)
-            path = write_onnx_artifact(model, stem.with_suffix(".onnx"), settings)
-            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset})")
-            forbidden = find_forbidden_ops(onnx.load(str(path)))
-            print(f"  forbidden ops ({', '.join(FORBIDDEN_ONNX_OPS)}): "
-                  f"{', '.join(forbidden) if forbidden else 'none'}")
-            ok &= not forbidden
-            ok &= check_parity(model, OnnxRuntimeRunner(path), "cpu", args.frames, "onnx",
-                               "float32")
-        if args.pt2:
-            settings = ExportSettings("pt2", device=args.device)
-            path = write_program_artifact(model, stem.with_suffix(".pt2"), settings)
-            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, device {args.device})")
-            ok &= check_parity(model, ExportedProgramRunner(path, args.device), args.device,
-                               args.frames, "pt2", "float32")
-        if args.tensorrt:
-            settings = tensorrt_settings("cuda")
-            path = build_tensorrt_artifact(model, stem.with_suffix(".ep"), settings,
-                                           artifact_fingerprint(model, settings),
-                                           torch_tensorrt=torch_tensorrt)
-            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, float16 engine)")
-            ok &= check_parity(model, TensorRTRunner(path, torch_tensorrt), "cuda",
-                               args.frames, "tensorrt", "float16")
-    except (ArtifactError, BackendUnavailableError, OSError) as error:
-        print(f"metaseg-export: error: {error}", file=sys.stderr)
-        return 1
+        settings = ExportSettings("onnx", opset=args.opset)
+        path = write_onnx_artifact(model, stem.with_suffix(".onnx"), settings)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opset {args.opset})")
+        forbidden = find_forbidden_ops(onnx.load(str(path)))
+        print(f"  forbidden ops ({', '.join(FORBIDDEN_ONNX_OPS)}): "
+              f"{', '.join(forbidden) if forbidden else 'none'}")
+        ok &= not forbidden
+        ok &= check_parity(model, OnnxRuntimeRunner(path), "cpu", args.frames, "onnx",
+                           "float32")
+    if args.pt2:
+        settings = ExportSettings("pt2", device=args.device)
+        path = write_program_artifact(model, stem.with_suffix(".pt2"), settings)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, device {args.device})")
+        ok &= check_parity(model, ExportedProgramRunner(path, args.device), args.device,
+                           args.frames, "pt2", "float32")
+    if args.tensorrt:
+        settings = tensorrt_settings("cuda")
+        path = build_tensorrt_artifact(model, stem.with_suffix(".ep"), settings,
+                                       artifact_fingerprint(model, settings),
+                                       torch_tensorrt=torch_tensorrt)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, float16 engine)")
+        ok &= check_parity(model, TensorRTRunner(path, torch_tensorrt), "cuda",
+                           args.frames, "tensorrt", "float16")
     return 0 if ok else 1
 
 

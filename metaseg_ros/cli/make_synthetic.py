@@ -13,7 +13,6 @@ metaseg_ros.data (exact masks).
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
 from metaseg_ros.data.bag_format import STORAGES
@@ -21,11 +20,17 @@ from metaseg_ros.data.bag_writer import write_bag
 from metaseg_ros.data.davis import write_davis
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
 from metaseg_ros.data.ytvis import write_youtube_vis
+from metaseg_ros.user_errors import ArgumentParser, run_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Generate the videos and write them in the chosen format."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Generate the videos and write them in the chosen format (user errors: one line, 2)."""
+    return run_command("metaseg-make-synthetic", _main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = ArgumentParser(prog="metaseg-make-synthetic",
+                            description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=True)
     parser.add_argument("--format", choices=("youtube_vis", "davis", "bag"),
                         default="youtube_vis")

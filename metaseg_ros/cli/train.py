@@ -12,7 +12,6 @@ end final/model.{safetensors,json}, a checkpoint the node loads directly.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,11 +20,17 @@ from metaseg_ros.model.checkpoint import save_checkpoint
 from metaseg_ros.train.config import load_train_config, train_config_to_dict
 from metaseg_ros.train.distributed import cleanup_distributed
 from metaseg_ros.train.trainer import Trainer
+from metaseg_ros.user_errors import ArgumentParser, UserError, run_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse arguments, train, write the final checkpoint; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="metaseg-train", description=__doc__.split("\n\n")[0])
+    """Parse arguments, train, write the final checkpoint; returns the exit code (2 with one
+    line on stderr for a user error: a missing config or resume checkpoint, a bad --set)."""
+    return run_command("metaseg-train", _main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = ArgumentParser(prog="metaseg-train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="training YAML (see metaseg_ros/train/config.py)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config entry, e.g. optim.lr=1e-4")
@@ -34,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as JSON and exit")
     args = parser.parse_args(argv)
+    if args.config and not Path(args.config).is_file():
+        raise UserError(f"no training config at {args.config}")
+    if args.resume and args.resume != "auto" and not Path(args.resume).is_dir():
+        raise UserError(f"no checkpoint directory at {args.resume} (or use --resume auto)")
     config = load_train_config(args.config, args.overrides)
     if args.print_config:
         print(json.dumps(train_config_to_dict(config), indent=2))
