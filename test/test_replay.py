@@ -182,8 +182,9 @@ def test_report_plots_and_overlay_video(tmp_path, footage, params_file):
     assert report["frames"] == 9 and report["metrics"]["idf1"] == pytest.approx(1.0)
 
 
-def _ros2_image_mcap(path: Path, frames: int) -> None:
-    """An MCAP written by mcap-ros2-support (not rosbags) with rgb8 images."""
+def _ros2_image_mcap(path: Path, frames: int, loop_at: int | None = None) -> None:
+    """An MCAP written by mcap-ros2-support (not rosbags) with rgb8 images (header stamps
+    starting again at `loop_at`, as a looped bag's do)."""
     from mcap_ros2.writer import Writer
 
     store = metaseg_typestore()
@@ -194,8 +195,9 @@ def _ros2_image_mcap(path: Path, frames: int) -> None:
         for t in range(frames):
             rgb = draw_squares(*SIZE, squares(t))
             stamp = 5_000_000_000 + t * 50_000_000
+            header = stamp - (loop_at or 0) * 50_000_000 if loop_at and t >= loop_at else stamp
             writer.write_message("/front/image", schema, {
-                "header": {"stamp": {"sec": stamp // 10**9, "nanosec": stamp % 10**9},
+                "header": {"stamp": {"sec": header // 10**9, "nanosec": header % 10**9},
                            "frame_id": "front"},
                 "height": SIZE[0], "width": SIZE[1], "encoding": "rgb8", "is_bigendian": 0,
                 "step": SIZE[1] * 3, "data": rgb.tobytes()}, log_time=stamp, publish_time=stamp)
@@ -234,6 +236,17 @@ def test_foreign_bag_in_results_read_by_other_libraries(tmp_path, params_file):
     assert [len(m.instances) for m in messages] == [2, 2, 2, 2]
     assert all(i.track_id > 0 and i.class_name in ("person", "bicycle") for i in
                messages[0].instances)
+
+
+def test_a_looped_bag_resets_memory_and_tracks_as_the_node_does(tmp_path, params_file):
+    source = tmp_path / "looped.mcap"
+    _ros2_image_mcap(source, 6, loop_at=3)
+    assert replay(source, "--output", tmp_path / "out", "--params-file", params_file,
+                  "--no-video") == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["videos"][0]["stream_resets"] == {"stamp_backwards": 1}
+    ids = [{i["track_id"] for i in f["instances"]} for f in report["videos"][0]["per_frame"]]
+    assert ids[0] == ids[2] and not ids[3] & ids[2]  # new ids after the loop, never reused
 
 
 def _cut(path: Path, fraction: float) -> None:

@@ -14,6 +14,7 @@ Ctrl-C stops after the current frame; the bag is closed and the report written (
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import threading
@@ -25,6 +26,7 @@ import yaml
 
 from metaseg_ros.data.bag_format import STORAGES
 from metaseg_ros.inference.settings import PipelineSettings
+from metaseg_ros.inference.stream import STREAM_PREFIX, StreamSettings
 from metaseg_ros.settings import BACKEND_CHOICES, DEVICES
 from metaseg_ros.user_errors import ArgumentParser, UserError, run_command
 
@@ -122,6 +124,10 @@ def _main(argv: Sequence[str] | None) -> int:
         overlay_topic=args.overlay, video=not args.no_video, storage=args.storage,
         namespace=args.namespace, progress=not args.no_progress)
     settings = pipeline_settings(args)
+    params = node_parameters(args.params_file) if args.params_file else {}
+    options = dataclasses.replace(options, stream=StreamSettings(
+        **{k.removeprefix(STREAM_PREFIX): v for k, v in params.items()
+           if k.startswith(STREAM_PREFIX)}))
     if (args.output / "results").exists():
         raise UserError(f"{args.output / 'results'} already exists; choose another --output "
                         f"or remove it")

@@ -42,6 +42,7 @@ from metaseg_ros.eval.results_bag import ResultsBagWriter
 from metaseg_ros.eval.scoring import ScoredVideo, Scores, per_class_ap, score_videos
 from metaseg_ros.image_codec import ImageConversionError
 from metaseg_ros.inference.pipeline import PerceptionPipeline
+from metaseg_ros.inference.stream import StreamGuard, StreamSettings
 from metaseg_ros.message_content import overlay_image
 
 Log = Callable[[str], None]
@@ -68,6 +69,9 @@ class ReplayOptions:
     storage: str = "mcap"
     namespace: str = ""
     progress: bool = True
+    # When a frame starts a new stream (stamp backwards, a jump, another frame_id or size):
+    # the node's rule (inference/stream.py), so a looped bag resets as it does on the robot.
+    stream: StreamSettings = field(default_factory=StreamSettings)
 
     def __post_init__(self) -> None:
         if sum(bool(x) for x in (self.gt_topic, self.gt_ytvis, self.gt_davis)) > 1:
@@ -106,6 +110,7 @@ class VideoRecord:
     scored: ScoredVideo | None = None
     unmapped_objects: int = 0
     recovered: int | None = None
+    stream_resets: dict[str, int] = field(default_factory=dict)
     # Overlays shown in the report: the first frame and the one with the most instances.
     samples: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -228,6 +233,7 @@ def _replay_bag(reader: BagReader, name: str, results: Path, video_path: Path,
     if truth is not None:
         record.scored = ScoredVideo()
     pipeline.reset()
+    guard = StreamGuard(options.stream)
     video = VideoWriter(video_path, 10.0) if options.video else None
     total = min(topic.count, options.max_frames or topic.count)
     frames = _Timed(bag_frames(reader, topic, options.start_s, options.end_s, options.max_frames))
@@ -254,6 +260,13 @@ def _replay_bag(reader: BagReader, name: str, results: Path, video_path: Path,
                 log(f"replay: dropped image {frame.index} of {topic.name}: {error}")
                 continue
             clock = _lap(timings, "decode", clock)
+            stamp = stamp_ns(frame.header)
+            cause = guard.check(stamp, frame.header.frame_id, rgb.shape[:2])
+            if cause is not None:  # as the node does: memory and tracks start again
+                pipeline.reset(cause.value)
+                record.stream_resets[cause.value] = record.stream_resets.get(cause.value, 0) + 1
+                log(f"replay: new stream at image {frame.index} ({cause.value}): model memory "
+                    f"and tracks reset")
             tracked = pipeline.step(rgb)
             timings.update(tracked.timings_ms)
             clock = time.perf_counter()
@@ -269,7 +282,6 @@ def _replay_bag(reader: BagReader, name: str, results: Path, video_path: Path,
                 clock = _lap(timings, "video", clock)
             if overlay is not None:
                 record.keep_sample(overlay, len(tracked.instances))
-            stamp = stamp_ns(frame.header)
             annotated = False
             if truth is not None:
                 annotated = _score_frame(truth, frame, stamp, rgb.shape[:2], tracked, mapper,

@@ -86,6 +86,7 @@ def report_document(result: ReplayResult, extra: dict[str, Any] | None = None,
             "overlay_video": str(video.video) if video.video else None,
             "frames": len(video.frames), "dropped_frames": video.dropped,
             "recovered_messages": video.recovered, "ground_truth": video.truth or None,
+            "stream_resets": video.stream_resets,
             "annotated_frames": sum(f.annotated for f in video.frames),
             "ground_truth_objects_without_model_class": video.unmapped_objects,
             "tracks": [{k: v for k, v in t.items() if k != "frames"} | {"length": len(t["frames"])}
