@@ -35,3 +35,16 @@ def rclpy_context():
     rclpy.init()
     yield rclpy
     rclpy.try_shutdown()
+
+
+# Property-based tests (hypothesis): `ci` by default, HYPOTHESIS_PROFILE=nightly for more.
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", max_examples=100, deadline=2000,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("nightly", max_examples=2000, deadline=5000,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # hypothesis is a test requirement; without it those tests are skipped
+    pass

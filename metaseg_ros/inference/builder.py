@@ -54,8 +54,12 @@ def shipped_checkpoint(config_name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def create_pipeline(settings: PipelineSettings, log: Log = print) -> PerceptionPipeline:
-    """Segmenter and tracker as configured, joined into one pipeline."""
+def create_pipeline(settings: PipelineSettings, log: Log = print,
+                    first_track_id: int = 1) -> PerceptionPipeline:
+    """Segmenter and tracker as configured, joined into one pipeline.
+
+    first_track_id: where track ids start (a pipeline rebuilt in the same process continues
+    the previous one's ids, so that none is ever reused)."""
     if settings.model.segmenter:
         segmenter = load_segmenter_plugin(settings.model.segmenter)
         info = PipelineInfo(description=f"plugin {settings.model.segmenter}")
@@ -67,7 +71,8 @@ def create_pipeline(settings: PipelineSettings, log: Log = print) -> PerceptionP
 
         segmenter, info = create_segmenter(settings, log=log, on_fallback=fell_back)
         set_postprocess = segmenter.set_postprocess
-    tracker = Tracker(settings.tracker, class_names=segmenter.class_names)
+    tracker = Tracker(settings.tracker, class_names=segmenter.class_names,
+                      first_track_id=first_track_id)
     pipeline = PerceptionPipeline(segmenter, tracker, info, set_postprocess=set_postprocess)
     return pipeline
 

@@ -30,6 +30,11 @@ class InstanceTracker(Protocol):
         """Tracks alive now (tentative, confirmed and lost)."""
         ...
 
+    @property
+    def next_track_id(self) -> int:
+        """The id the next confirmed track will get."""
+        ...
+
     def update(self, frame: FrameDetections) -> tuple[TrackedInstance, ...]:
         """Associate this frame's detections with tracks; return the instances to publish."""
         ...

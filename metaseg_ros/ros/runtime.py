@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -104,6 +105,7 @@ class MetaSegRuntime:
         self._reset_service: Any = None
         self._slot: LatestSlot[Received] | None = None
         self._worker: threading.Thread | None = None
+        self._next_track_id = 1
 
     # -- configure / cleanup -------------------------------------------------------------
     def load(self) -> None:
@@ -114,7 +116,8 @@ class MetaSegRuntime:
             **{key.removeprefix(STREAM_PREFIX): value for key, value in params.items()
                if key.startswith(STREAM_PREFIX)}))
         logger = self.node.get_logger()
-        self.pipeline = create_pipeline(PipelineSettings.from_parameters(params), log=logger.info)
+        self.pipeline = create_pipeline(PipelineSettings.from_parameters(params), log=logger.info,
+                                        first_track_id=self._next_track_id)
         info = self.pipeline.info
         logger.info(f"segmenter: {info.description}; classes: "
                     f"{', '.join(self.pipeline.class_names)}")
@@ -123,7 +126,10 @@ class MetaSegRuntime:
                            "shipped): the architecture runs end to end but the masks are "
                            "meaningless")
         publisher = self.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        timer = self.node.create_timer(params["diagnostics_period"], self.publish_diagnostics)
+        # Wall-clock period: with use_sim_time a paused or looping /clock must not stop the
+        # health report (the stale-input ERROR is exactly for such times).
+        timer = self.node.create_timer(params["diagnostics_period"], self.publish_diagnostics,
+                                       clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._diagnostics = (publisher, timer)
         self._reset_service = self.node.create_service(Trigger, "~/reset", self._on_reset)
 
@@ -138,6 +144,8 @@ class MetaSegRuntime:
             self.node.destroy_service(self._reset_service)
             self._reset_service = None
         with self.pipeline_lock:
+            if self.pipeline is not None:  # a reloaded pipeline continues the ids
+                self._next_track_id = self.pipeline.tracker.next_track_id
             self.pipeline = None
         torch = sys.modules.get("torch")  # only when a model was loaded
         if torch is not None and torch.cuda.is_available():
