@@ -60,9 +60,10 @@ class BagFrame:
     def rgb(self) -> np.ndarray:
         """The decoded (H, W, 3) uint8 RGB image (ImageConversionError when it cannot be)."""
         if self.raw.msgtype == COMPRESSED_IMAGE_TYPE:
-            return compressed_to_rgb(self.msg)
-        rgb = image_to_rgb(self.msg)
-        # rgb8 data is returned as it lies in the (read-only) message buffer.
+            rgb = compressed_to_rgb(self.msg)
+        else:
+            rgb = image_to_rgb(self.msg)
+        # rgb8 data and Pillow's decoded arrays are read-only views; torch wants to own them.
         return rgb if rgb.flags.writeable else rgb.copy()
 
 
