@@ -271,3 +271,42 @@ def test_a_corrupted_cached_export_is_rebuilt_not_trusted(tmp_path: Path) -> Non
     torch.testing.assert_close(again(images, again.initial_memory()).class_logits, expected)
     assert cached.stat().st_size > 1000
     shutil.rmtree(tmp_path / "cache")
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a malicious weights file would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickles_are_refused_wherever_torch_files_are_read(tmp_path: Path) -> None:
+    """HF pytorch_model.bin, an ImageNet backbone file for training and a training state all
+    go through torch.load(weights_only=True): the payload never runs."""
+    import pickle
+
+    from metaseg_ros.model.convert.hf import load_hf_weights
+    from metaseg_ros.train.initialization import initialise_weights
+
+    marker = tmp_path / "payload_ran"
+    malicious = pickle.dumps({"weight": _Payload(marker)})
+    (tmp_path / "pytorch_model.bin").write_bytes(malicious)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_hf_weights(tmp_path)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        initialise_weights(small_model(), f"imagenet:{tmp_path / 'pytorch_model.bin'}")
+    from test_train_loop import small_config
+
+    from metaseg_ros.train.trainer import STATE_FILE, Trainer
+
+    trainer = Trainer(small_config(tmp_path / "run", "optim.max_steps=1"))
+    checkpoint = trainer.save()
+    (checkpoint / STATE_FILE).write_bytes(malicious)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        trainer.resume(checkpoint)
+    assert not marker.exists()
