@@ -275,6 +275,14 @@ def test_bags_cut_short_are_replayed_up_to_the_cut(tmp_path, footage, params_fil
     assert report["videos"][0]["recovered_messages"] >= images
     assert report["metrics"]["idf1"] == pytest.approx(1.0)
     assert len(read_bag(tmp_path / "out" / "results")["/instances"]) == images
+    # metaseg-eval's reader takes the same bag: the annotated frames before the cut.
+    from metaseg_ros.classes import DEFAULT_CLASSES
+    from metaseg_ros.data.bag_reader import BagVideoSource
+
+    source = BagVideoSource(bag, "/camera/image_raw", "/ground_truth/instances",
+                            DEFAULT_CLASSES)
+    clip = source.load_clip(0, range(source.num_frames(0)))
+    assert images - 1 <= clip.num_frames <= images and clip.masks.any()
 
 
 def test_ctrl_c_closes_the_results_bag_and_reports_what_was_done(tmp_path, footage,
