@@ -376,3 +376,20 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, footage, params_file, cap
                                    *common), "choose one with --image-topic")
     (tmp_path / "o6" / "results").mkdir(parents=True)
     _one_line_error(capsys, replay(bag, "--output", tmp_path / "o6", *common), "already exists")
+
+
+def test_a_directory_of_bags_is_one_video_each(tmp_path, params_file):
+    from metaseg_ros.data.bag_writer import write_bag
+    from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
+
+    source = SyntheticVideoSource(2, SyntheticConfig(image_size=(40, 56), num_frames=3), seed=5)
+    write_bag(source, tmp_path / "bags", storage="sqlite3", compressed="png")
+    assert replay(tmp_path / "bags", "--output", tmp_path / "out", "--params-file", params_file,
+                  "--gt-topic", "/ground_truth/instances") == 0
+    names = [source.video_name(v) for v in range(2)]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [v["name"] for v in report["videos"]] == names and report["frames"] == 6
+    for name in names:
+        assert len(read_bag(tmp_path / "out" / "results" / name)["/instances"]) == 3
+        assert (tmp_path / "out" / "overlay" / f"{name}.mp4").is_file()
+    assert report["metrics"]["misses"] > 0  # the palette segmenter finds none of these objects
