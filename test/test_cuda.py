@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoGenerator
-from metaseg_ros.inference.builder import create_pipeline, create_runner, resolve_backend
+from metaseg_ros.inference.builder import auto_candidates, create_pipeline, create_runner
 from metaseg_ros.inference.export import compare_step_outputs
 from metaseg_ros.inference.preprocess import letterbox_image
 from metaseg_ros.inference.runner import RunnerOptions
@@ -128,8 +128,8 @@ def test_training_on_cuda_after_inference_steps():
     assert deformable and all(m.sampling_offsets.weight.grad is not None for m in deformable)
 
 
-def test_auto_on_cuda_is_the_cuda_graph():
-    assert resolve_backend("auto", "cuda") == "cudagraph"
+def test_auto_on_cuda_measures_eager_and_the_cuda_graph():
+    assert auto_candidates("cuda")[:2] == ["eager", "cudagraph"]
 
 
 def tracked(device: str, precision: str = "float32",

@@ -22,10 +22,10 @@ from metaseg_ros.inference.artifacts import (
 )
 from metaseg_ros.inference.builder import (
     artifact_backend,
+    auto_candidates,
     create_runner,
     create_segmenter,
     is_artifact_path,
-    resolve_backend,
     runner_from_artifact,
 )
 from metaseg_ros.inference.export import compare_step_outputs, ensure_artifact
@@ -234,17 +234,17 @@ def test_ready_made_onnx_file_runs_from_the_node_settings(runners, eager_detecti
                                                         backend="exported")), log=logs.append)
 
 
-def test_auto_backend_choice(monkeypatch):
-    assert resolve_backend("auto", "cpu") == "onnxruntime"  # installed here
-    assert resolve_backend("auto", "cuda") == "cudagraph"  # measured on an H200
-    assert resolve_backend("exported", "cpu") == "exported"
+def test_auto_backend_candidates(monkeypatch):
+    assert auto_candidates("cpu") == ["eager", "onnxruntime"]  # installed here
+    assert auto_candidates("cpu", "bfloat16") == ["eager"]  # a reduced precision is eager's
+    assert auto_candidates("cuda")[:2] == ["eager", "cudagraph"]
     import metaseg_ros.inference.builder as builder
 
     def missing(device: str = "cpu"):
         raise BackendUnavailableError("no onnxruntime")
 
     monkeypatch.setattr(builder, "import_onnxruntime", missing)
-    assert resolve_backend("auto", "cpu") == "eager"
+    assert auto_candidates("cpu") == ["eager"]
 
 
 def test_auto_backend_falls_back_to_eager_when_the_export_fails(monkeypatch, tmp_path):
@@ -264,7 +264,8 @@ def test_auto_backend_falls_back_to_eager_when_the_export_fails(monkeypatch, tmp
     segmenter, info = create_segmenter(PipelineSettings(ModelSettings(backend="auto")),
                                        log=logs.append)
     assert isinstance(segmenter.runner, EagerRunner)
-    assert any("onnxruntime failed" in line and "running eager" in line for line in logs), logs
+    assert any("backend auto chose eager" in line and "onnxruntime rejected: RuntimeError: "
+               "export failed" in line for line in logs), logs
     assert "on eager (auto)/cpu" in info.description and info.backend == "eager"
     with pytest.raises(RuntimeError, match="export failed"):
         create_segmenter(PipelineSettings(ModelSettings(backend="onnxruntime")),
@@ -426,5 +427,3 @@ def test_precision_is_checked_and_belongs_to_eager(model, tmp_path):
         create_runner(model, "onnxruntime", "cpu",
                       options=RunnerOptions(cache_dir=tmp_path, precision="float16"))
     assert list(tmp_path.iterdir()) == []
-    assert resolve_backend("auto", "cpu", "bfloat16") == "eager"
-    assert resolve_backend("auto", "cpu") == "onnxruntime"

@@ -121,7 +121,7 @@ def raw_image(rgb: np.ndarray, encoding: str, stamp: int, padding: int = 0) -> I
 
 
 def test_image_in_every_encoding_gives_instances_with_the_input_header(model_node, probe):
-    model_node.wait_for_output("on onnxruntime (auto)/cpu", 5)  # the default backend here
+    model_node.wait_for_output("(auto)/cpu", 5)  # the default backend, measured here
     probe.record(InstanceMaskArray, "/robot1/instances", RELIABLE_QOS)
     publisher = probe.node.create_publisher(Image, "/cam/front", SENSOR_QOS)
     probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's subscription")

@@ -6,7 +6,6 @@ The node, replay, evaluation and the demo all build their pipeline here.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import torch
 
 from metaseg_ros.inference.artifacts import ARTIFACT_SUFFIXES, ExportSettings
+from metaseg_ros.inference.autotune import choose_backend
 from metaseg_ros.inference.export import (
     CachedArtifact,
     build_tensorrt_artifact,
@@ -21,6 +21,7 @@ from metaseg_ros.inference.export import (
     tensorrt_settings,
 )
 from metaseg_ros.inference.pipeline import PerceptionPipeline, PipelineInfo
+from metaseg_ros.inference.plugin import plugin_pipeline
 from metaseg_ros.inference.runner import (
     BackendUnavailableError,
     ModelRunner,
@@ -37,7 +38,6 @@ from metaseg_ros.inference.settings import ModelSettings, PipelineSettings
 from metaseg_ros.model.checkpoint import load_checkpoint
 from metaseg_ros.model.config import get_config
 from metaseg_ros.model.metasegmenter import MetaSegmenter
-from metaseg_ros.results import Segmenter
 from metaseg_ros.settings import BACKENDS
 from metaseg_ros.tracking import Tracker
 
@@ -61,31 +61,18 @@ def create_pipeline(settings: PipelineSettings, log: Log = print,
     first_track_id: where track ids start (a pipeline rebuilt in the same process continues
     the previous one's ids, so that none is ever reused)."""
     if settings.model.segmenter:
-        segmenter = load_segmenter_plugin(settings.model.segmenter)
-        info = PipelineInfo(description=f"plugin {settings.model.segmenter}")
-        set_postprocess = None
-    else:
-        def fell_back(backend: str, reason: str) -> None:  # called by the runner, later
-            segmenter.restart_memory()
-            pipeline.backend_fell_back(backend, reason)
+        return plugin_pipeline(settings, first_track_id)
 
-        segmenter, info = create_segmenter(settings, log=log, on_fallback=fell_back)
-        set_postprocess = segmenter.set_postprocess
+    def fell_back(backend: str, reason: str) -> None:  # called by the runner, later
+        segmenter.restart_memory()
+        pipeline.backend_fell_back(backend, reason)
+
+    segmenter, info = create_segmenter(settings, log=log, on_fallback=fell_back)
     tracker = Tracker(settings.tracker, class_names=segmenter.class_names,
                       first_track_id=first_track_id)
-    pipeline = PerceptionPipeline(segmenter, tracker, info, set_postprocess=set_postprocess)
+    pipeline = PerceptionPipeline(segmenter, tracker, info,
+                                  set_postprocess=segmenter.set_postprocess)
     return pipeline
-
-
-def load_segmenter_plugin(spec: str) -> Segmenter:
-    """The Segmenter a 'package.module:factory' spec makes."""
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ValueError(f"segmenter must look like 'package.module:factory', got '{spec}'")
-    segmenter = getattr(importlib.import_module(module_name), attribute)()
-    if not isinstance(segmenter, Segmenter):
-        raise TypeError(f"{spec} did not return a Segmenter (class_names, step(image), reset())")
-    return segmenter
 
 
 def create_segmenter(settings: PipelineSettings, log: Log = print,
@@ -131,15 +118,31 @@ def create_segmenter(settings: PipelineSettings, log: Log = print,
 def _runner_with_fallback(model: MetaSegmenter, settings: ModelSettings,
                           options: RunnerOptions, cache_key: str, log: Log
                           ) -> tuple[ModelRunner, str]:
-    backend = resolve_backend(settings.backend, settings.device, settings.precision)
-    try:
-        return create_runner(model, backend, settings.device, cache_key=cache_key, log=log,
-                             options=options), backend
-    except Exception as error:
-        if settings.backend != "auto" or backend == "eager":
-            raise
-        log(f"backend auto: {backend} failed ({error!r}); running eager instead")
-        return create_runner(model, "eager", settings.device, log=log, options=options), "eager"
+    """The configured backend's runner; for 'auto' the fastest candidate measured here
+    (inference/autotune.py), or the only one."""
+    if settings.backend != "auto":
+        return create_runner(model, settings.backend, settings.device, cache_key=cache_key,
+                             log=log, options=options), settings.backend
+    candidates = auto_candidates(settings.device, settings.precision)
+    if len(candidates) == 1:
+        return create_runner(model, candidates[0], settings.device, log=log,
+                             options=options), candidates[0]
+    def make(name: str) -> ModelRunner:
+        return create_runner(model, name, settings.device, cache_key=cache_key, log=log,
+                             options=options)
+
+    decision, runner = choose_backend(model, settings.device, settings.precision, candidates,
+                                      make, cache_dir=options.cache_dir, log=log)
+    if runner is None:  # decided earlier on this machine
+        try:
+            runner = make(decision.backend)
+        except Exception as error:  # it ran then: measure again rather than stop here
+            log(f"backend auto: the cached choice {decision.backend} cannot start now "
+                f"({type(error).__name__}: {error}); measuring again")
+            decision, runner = choose_backend(model, settings.device, settings.precision,
+                                              candidates, make, cache_dir=options.cache_dir,
+                                              log=log, remeasure=True)
+    return runner, decision.backend
 
 
 def _fallback_chain(model: MetaSegmenter, backend: str, settings: ModelSettings
@@ -224,26 +227,29 @@ def _cached_runner(ensure: Callable[[], CachedArtifact], load: Callable[[Path], 
     return load(ensure().path)
 
 
-def resolve_backend(backend: str, device: str, precision: str = "float32") -> str:
-    """The backend 'auto' stands for on `device` (any other backend is returned as it is).
+def auto_candidates(device: str, precision: str = "float32") -> list[str]:
+    """The backends `auto` measures on `device`, eager first (the parity reference).
 
-    CPU: ONNX Runtime when it is installed (about 2x faster than eager PyTorch here, see
-    docs/benchmarks.md; it exports once into the artifact cache), else eager; a reduced
-    `precision` (an eager setting) makes it eager. CUDA: the eager step as a CUDA graph
-    (measured faster than eager on an H200; Torch-TensorRT is chosen only when asked for,
-    as no GPU machine here had it to verify).
+    CPU: eager, and ONNX Runtime when it is installed and the precision is float32 (a reduced
+    precision is an eager setting). CUDA: eager and its CUDA graph, plus Torch-TensorRT when
+    it can be imported at float32 (it builds its own float16 engine).
     """
-    if backend != "auto":
-        return backend
     if device == "cuda":
-        return "cudagraph"
+        candidates = ["eager", "cudagraph"]
+        if precision == "float32":
+            try:
+                import_torch_tensorrt(device)
+                candidates.append("tensorrt")
+            except BackendUnavailableError:
+                pass
+        return candidates
     if precision == "float32":
         try:
             import_onnxruntime(device)
+            return ["eager", "onnxruntime"]
         except BackendUnavailableError:
-            return "eager"
-        return "onnxruntime"
-    return "eager"
+            pass
+    return ["eager"]
 
 
 def artifact_backend(path: str | Path) -> str:

@@ -34,9 +34,10 @@ class ModelSettings:
         "by metaseg-export (.onnx, .pt2, .ep: run on the matching backend); '' = the weights "
         "shipped with the package, random weights if none")
     backend: str = setting(
-        "auto", "Inference backend; auto = onnxruntime on CPU when installed (exports once "
-        "into $METASEG_CACHE_DIR), else eager; cudagraph on CUDA (the eager step replayed as "
-        "a CUDA graph)", choices=BACKEND_CHOICES)
+        "auto", "Inference backend; auto = the fastest of the candidates measured on this "
+        "machine at first start, with outputs checked against eager (CPU: eager, onnxruntime; "
+        "CUDA: eager, cudagraph, tensorrt when installed); the decision is cached in "
+        "$METASEG_CACHE_DIR with the exports", choices=BACKEND_CHOICES)
     device: str = setting(
         "cpu", "Torch device of the eager, cudagraph, exported and tensorrt backends",
         choices=DEVICES)
