@@ -88,12 +88,18 @@ class _IntactFile:
                  ) -> Iterator[RawMessage]:
         from rosbags.rosbag2 import Reader
 
+        read = 0
         with Reader(self.path) as reader:
             connections = [c for c in reader.connections if c.topic in topics]
             if not connections:  # rosbags reads every topic when given none
                 return
-            for connection, log_time, raw in reader.messages(connections, start, stop):
-                yield RawMessage(connection.topic, connection.msgtype, log_time, raw)
+            try:
+                for connection, log_time, raw in reader.messages(connections, start, stop):
+                    yield RawMessage(connection.topic, connection.msgtype, log_time, raw)
+                    read += 1
+            except (sqlite3.DatabaseError, struct.error, EOFError) as error:
+                raise BagError(f"{self.path}: damaged after {read} messages ({_reason(error)})"
+                               ) from error
 
 
 class _RecoveredMcap:
