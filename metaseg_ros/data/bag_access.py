@@ -86,7 +86,7 @@ class _IntactFile:
 
     def messages(self, topics: Collection[str], start: int | None, stop: int | None
                  ) -> Iterator[RawMessage]:
-        from rosbags.rosbag2 import Reader
+        from rosbags.rosbag2 import Reader, ReaderError
 
         read = 0
         with Reader(self.path) as reader:
@@ -97,7 +97,7 @@ class _IntactFile:
                 for connection, log_time, raw in reader.messages(connections, start, stop):
                     yield RawMessage(connection.topic, connection.msgtype, log_time, raw)
                     read += 1
-            except (sqlite3.DatabaseError, struct.error, EOFError) as error:
+            except (ReaderError, sqlite3.DatabaseError, struct.error, EOFError) as error:
                 raise BagError(f"{self.path}: damaged after {read} messages ({_reason(error)})"
                                ) from error
 
