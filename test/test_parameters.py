@@ -15,6 +15,7 @@ from metaseg_ros.tracking import TrackerConfig
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "metaseg.yaml"
 
 
+@pytest.mark.torch_free
 def test_params_file_lists_every_parameter_with_its_default() -> None:
     values = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
     table = {spec.name: spec.default for spec in PARAMETERS}
@@ -23,6 +24,7 @@ def test_params_file_lists_every_parameter_with_its_default() -> None:
         assert value == table[name] and type(value) is type(table[name]), name
 
 
+@pytest.mark.torch_free
 def test_every_tracker_field_is_a_described_parameter() -> None:
     specs = {spec.name: spec for spec in PARAMETERS}
     for field in TrackerConfig.__dataclass_fields__:
@@ -34,6 +36,7 @@ def test_every_tracker_field_is_a_described_parameter() -> None:
     assert settings == PipelineSettings()  # model and post-processing defaults too
 
 
+@pytest.mark.torch_free
 def test_spec_checks_choices_and_ranges() -> None:
     choice = ParamSpec("backend", "eager", "d", choices=("eager", "onnxruntime"))
     assert choice.check("eager") is None
@@ -73,13 +76,18 @@ def test_live_thresholds_are_validated_then_applied(rclpy_context, post_set_call
         node.destroy_node()
 
 
+@pytest.mark.torch_free
+@pytest.mark.parametrize("post_set_callbacks", [True, False], ids=["post-set", "humble"])
 def test_a_plugin_without_adjustable_postprocessing_refuses_live_thresholds(
-        rclpy_context) -> None:
+        rclpy_context, post_set_callbacks) -> None:
+    """With a segmenter plugin the node needs no torch (the Python 3.10 lane runs this):
+    both callback schemes refuse thresholds the plugin cannot take and apply the node's own
+    live parameter."""
     from rclpy.parameter import Parameter
 
     from metaseg_ros.ros.node import MetaSegNode
 
-    node = MetaSegNode(parameter_overrides=[
+    node = MetaSegNode(post_set_callbacks=post_set_callbacks, parameter_overrides=[
         Parameter("segmenter", value="color_segmenter:create")])
     try:
         results = node.set_parameters([Parameter("score_threshold", value=0.25)])

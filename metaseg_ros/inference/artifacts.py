@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from metaseg_ros.errors import ArtifactError  # re-exported: raised here
 from metaseg_ros.model.config import MetaSegConfig, config_from_dict, config_to_dict
 from metaseg_ros.model.export import DEFAULT_OPSET
 from metaseg_ros.model.layers import SAMPLING_MODES
@@ -50,10 +51,6 @@ ARTIFACT_SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "tensorrt": ".ep"}
 # The dtype of an export's weights and memory, by precision name.
 EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 MODEL_SOURCE_DIR = Path(__file__).resolve().parents[1] / "model"
-
-
-class ArtifactError(RuntimeError):
-    """An artifact is missing, malformed, unsafe to load or does not fit the request."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import torch
 
+from metaseg_ros.errors import BackendUnavailableError  # re-exported: raised here
 from metaseg_ros.model.config import MetaSegConfig
 from metaseg_ros.model.memory import MemoryState
 from metaseg_ros.model.metasegmenter import NetworkOutput
@@ -38,10 +39,6 @@ class ModelRunner(Protocol):
     def initial_memory(self) -> MemoryState:
         """An empty memory ring for a batch of one."""
         ...
-
-
-class BackendUnavailableError(RuntimeError):
-    """A backend cannot run here; the message names everything that is missing."""
 
 
 @dataclass(frozen=True)

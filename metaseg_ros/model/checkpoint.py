@@ -15,15 +15,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from metaseg_ros.errors import CheckpointError  # re-exported: raised here
 from metaseg_ros.model.config import MetaSegConfig, config_from_dict, config_to_dict
 from metaseg_ros.model.metasegmenter import MetaSegmenter
 
 FORMAT_NAME = "metaseg-checkpoint"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint does not fit the model (names or shapes) or is malformed."""
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,8 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from metaseg_ros.inference.artifacts import ArtifactError
-from metaseg_ros.inference.runner import BackendUnavailableError
+from metaseg_ros.errors import ArtifactError, BackendUnavailableError, CheckpointError
 from metaseg_ros.inference.settings import PipelineSettings
-from metaseg_ros.model.checkpoint import CheckpointError
 from metaseg_ros.ros.parameters import (
     POSTPROCESS_PARAMETERS,
     declare_parameters,

@@ -16,6 +16,7 @@ or pending at stop (ros/diagnostics.py reports them).
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 import time
@@ -31,8 +32,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from metaseg_ros.image_codec import ImageConversionError
-from metaseg_ros.inference.builder import create_pipeline
 from metaseg_ros.inference.pipeline import PerceptionPipeline
+from metaseg_ros.inference.plugin import plugin_pipeline
 from metaseg_ros.inference.settings import PipelineSettings
 from metaseg_ros.inference.stream import STREAM_PREFIX, StreamGuard, StreamSettings
 from metaseg_ros.msg import InstanceMaskArray
@@ -41,10 +42,31 @@ from metaseg_ros.ros.diagnostics import NodeStats, build_report
 from metaseg_ros.ros.frame_slot import LatestSlot
 from metaseg_ros.ros.messages import frame_to_msg, label_image_msg, overlay_msg
 
-try:  # Iron and newer
-    from rclpy.event_handler import SubscriptionEventCallbacks
-except ImportError:  # Humble
-    from rclpy.qos_event import SubscriptionEventCallbacks
+# Where rclpy keeps SubscriptionEventCallbacks: rclpy.event_handler since Iron (rclpy 4.x);
+# Humble's rclpy 3.3 has only rclpy.qos_event (docs/humble.md).
+EVENT_MODULES = ("rclpy.event_handler", "rclpy.qos_event")
+
+
+def event_callbacks_type(modules: tuple[str, ...] = EVENT_MODULES) -> type:
+    """SubscriptionEventCallbacks from the first of `modules` that rclpy has (a test selects
+    Humble's rclpy.qos_event explicitly)."""
+    for name in modules:
+        try:
+            return importlib.import_module(name).SubscriptionEventCallbacks
+        except ImportError:
+            continue
+    raise ImportError(f"rclpy has none of {', '.join(modules)}")
+
+
+def build_pipeline(settings: PipelineSettings, log: Any, first_track_id: int
+                   ) -> PerceptionPipeline:
+    """A segmenter plugin's pipeline (no torch needed), else MetaSegmenter's from the
+    builder (imported only then: it imports torch)."""
+    if settings.model.segmenter:
+        return plugin_pipeline(settings, first_track_id)
+    from metaseg_ros.inference.builder import create_pipeline
+
+    return create_pipeline(settings, log=log, first_track_id=first_track_id)
 
 
 def make_qos(reliability: str, depth: int) -> QoSProfile:
@@ -106,6 +128,7 @@ class MetaSegRuntime:
         self._slot: LatestSlot[Received] | None = None
         self._worker: threading.Thread | None = None
         self._next_track_id = 1
+        self.event_callbacks_type = event_callbacks_type()
 
     # -- configure / cleanup -------------------------------------------------------------
     def load(self) -> None:
@@ -116,8 +139,8 @@ class MetaSegRuntime:
             **{key.removeprefix(STREAM_PREFIX): value for key, value in params.items()
                if key.startswith(STREAM_PREFIX)}))
         logger = self.node.get_logger()
-        self.pipeline = create_pipeline(PipelineSettings.from_parameters(params), log=logger.info,
-                                        first_track_id=self._next_track_id)
+        self.pipeline = build_pipeline(PipelineSettings.from_parameters(params), logger.info,
+                                       self._next_track_id)
         info = self.pipeline.info
         logger.info(f"segmenter: {info.description}; classes: "
                     f"{', '.join(self.pipeline.class_names)}")
@@ -166,7 +189,7 @@ class MetaSegRuntime:
                                         name="metaseg-processing", daemon=True)
         self._worker.start()
         input_qos = make_qos(params["input_reliability"], params["input_depth"])
-        events = SubscriptionEventCallbacks(message_lost=self._on_message_lost)
+        events = self.event_callbacks_type(message_lost=self._on_message_lost)
         compressed = params["input_type"] == "compressed"
         self._subscription = self.node.create_subscription(
             CompressedImage if compressed else Image, "image/compressed" if compressed else "image",
