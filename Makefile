@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_shm.xml
 
-.PHONY: setup demo test lint clean test-jazzy
+.PHONY: setup demo test lint clean test-jazzy test-py310
 
 setup:
 	@scripts/setup_env.sh
@@ -25,6 +25,17 @@ test-jazzy:
 	@METASEG_ROS_DISTRO=jazzy scripts/setup_env.sh
 	ROS_DISTRO=jazzy FASTRTPS_DEFAULT_PROFILES_FILE=$(CURDIR)/config/fastdds_shm.xml \
 		.venv-jazzy/bin/python -m pytest $(JAZZY_TESTS) $(PYTEST_ARGS)
+
+# The torch-free tests (marker torch_free) on Python 3.10 with numpy 1.26 and the ROS 2
+# Jazzy cp310 wheels, in .venv-py310 without torch: what a Jetson on JetPack 6 runs beside
+# ROS (messages, conversions, masks and RLE, tracking, parameters and the node with a
+# segmenter plugin, bags, metrics). The files are those that carry the marker.
+PY310_TESTS := $(shell grep -l "pytest.mark.torch_free" test/test_*.py)
+test-py310:
+	@METASEG_ROS_DISTRO=jazzy METASEG_VENV=$(CURDIR)/.venv-py310 METASEG_PYTHON_VERSION=3.10 \
+		METASEG_PY_REQUIREMENTS=requirements/py310.txt scripts/setup_env.sh
+	ROS_DISTRO=jazzy FASTRTPS_DEFAULT_PROFILES_FILE=$(CURDIR)/config/fastdds_shm.xml \
+		.venv-py310/bin/python -m pytest -m torch_free $(PY310_TESTS) $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .

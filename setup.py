@@ -18,7 +18,7 @@ setup(
                                   "resources/*"]},
     install_requires=[
         "torch>=2.4",
-        "numpy>=1.24",
+        "numpy>=1.26",  # the oldest tested: requirements/py310.txt
         "scipy>=1.10",
         "safetensors>=0.4",
         "PyYAML>=6",

@@ -4,6 +4,9 @@
 # the Python dependencies and metaseg_ros in development mode. Idempotent: when none of
 # its inputs changed since the last successful run it returns at once.
 # METASEG_ROS_DISTRO=jazzy builds the same with the ROS 2 Jazzy wheels in .venv-jazzy.
+# METASEG_PY_REQUIREMENTS=requirements/py310.txt installs those instead of python.txt (the
+# torch-free Python 3.10 + numpy 1.x lane: `make test-py310`); with it, PYTHON (default
+# python3) or METASEG_PYTHON_VERSION=3.10 picks the interpreter and METASEG_VENV the venv.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,9 +15,25 @@ ROS_REQUIREMENTS="$ROOT/requirements/ros-$DISTRO.txt"
 [[ -f "$ROS_REQUIREMENTS" ]] || { echo "setup_env: no $ROS_REQUIREMENTS" >&2; exit 2; }
 if [[ "$DISTRO" == kilted ]]; then DEFAULT_VENV="$ROOT/.venv"; else DEFAULT_VENV="$ROOT/.venv-$DISTRO"; fi
 VENV="${METASEG_VENV:-$DEFAULT_VENV}"
+PY_REQUIREMENTS="$ROOT/${METASEG_PY_REQUIREMENTS:-requirements/python.txt}"
+[[ -f "$PY_REQUIREMENTS" ]] || { echo "setup_env: no $PY_REQUIREMENTS" >&2; exit 2; }
 PYTHON="${PYTHON:-python3}"
+if [[ -n "${METASEG_PYTHON_VERSION:-}" ]]; then
+  # The first interpreter of that version that runs (a pyenv shim may exist but refuse).
+  PYTHON=""
+  for candidate in "python$METASEG_PYTHON_VERSION" \
+      "$HOME"/.pyenv/versions/"$METASEG_PYTHON_VERSION"*/bin/python"$METASEG_PYTHON_VERSION" \
+      "/usr/bin/python$METASEG_PYTHON_VERSION"; do
+    if "$candidate" -c "import sys; assert sys.version.startswith('$METASEG_PYTHON_VERSION.')" \
+        2>/dev/null; then PYTHON="$candidate"; break; fi
+  done
+  [[ -n "$PYTHON" ]] || { echo "setup_env: no Python $METASEG_PYTHON_VERSION found" >&2; exit 2; }
+fi
+# The import check below: torch only where the requirements install it.
+CHECK_IMPORTS="import rclpy, numpy"
+grep -qE '^torch([=<>]|$)' "$PY_REQUIREMENTS" && CHECK_IMPORTS="$CHECK_IMPORTS, torch"
 STAMP="$VENV/.metaseg-setup.sha256"
-BUILD_DIR="$ROOT/build/msg_dev_$DISTRO"
+BUILD_DIR="$ROOT/build/msg_dev_$DISTRO-$(basename "$VENV")"
 
 inputs_hash() {
   (cd "$ROOT" && cat scripts/setup_env.sh scripts/fix_ros_wheel_cmake.py requirements/*.txt \
@@ -22,7 +41,7 @@ inputs_hash() {
    | sha256sum | cut -d' ' -f1)
 }
 
-want="$(inputs_hash)-$DISTRO"
+want="$(inputs_hash)-$DISTRO-$(basename "$PY_REQUIREMENTS")"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/python" ]]; then
   echo "setup_env: $VENV is up to date"
   exit 0
@@ -33,8 +52,8 @@ echo "setup_env: creating/updating $VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install 'pip==26.3' 'setuptools==84.2.1' 'wheel==0.48.0' 2>&1 | grep -v "is ignored" || true
 "${PIP[@]}" install -r "$ROS_REQUIREMENTS" 2>&1 | grep -v "is ignored" || true
-"${PIP[@]}" install -r "$ROOT/requirements/python.txt" 2>&1 | grep -v "is ignored" || true
-"$VENV/bin/python" -c "import rclpy, torch, numpy" # fail loudly if an install above failed
+"${PIP[@]}" install -r "$PY_REQUIREMENTS" 2>&1 | grep -v "is ignored" || true
+"$VENV/bin/python" -c "$CHECK_IMPORTS" # fail loudly if an install above failed
 
 # Our messages: plain CMake + rosidl_generate_interfaces, installed into the venv prefix.
 "$VENV/bin/python" "$ROOT/scripts/fix_ros_wheel_cmake.py" "$VENV"

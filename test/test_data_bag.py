@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from metaseg_ros.classes import DEFAULT_CLASSES
 from metaseg_ros.cli.make_synthetic import main as make_synthetic
@@ -27,8 +26,6 @@ from metaseg_ros.data.bag_reader import BagVideoSource
 from metaseg_ros.data.bag_writer import write_bag
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
 from metaseg_ros.masks import encode_rle
-from metaseg_ros.train.config import load_train_config
-from metaseg_ros.train.trainer import Trainer
 
 CONFIG = SyntheticConfig(image_size=(72, 96), num_frames=5, min_visible_pixels=8)
 STAMP0 = 1_700_000_123 * 1_000_000_000 + 250_000_000
@@ -48,6 +45,7 @@ def assert_same_video(loaded, original) -> None:
     assert np.array_equal(loaded.class_ids, original.class_ids[order])
 
 
+@pytest.mark.torch_free
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 @pytest.mark.parametrize("compressed", [False, "png"])
 def test_round_trip_is_exact(tmp_path: Path, source, storage: str, compressed) -> None:
@@ -68,6 +66,7 @@ def test_round_trip_is_exact(tmp_path: Path, source, storage: str, compressed) -
         assert_same_video(clip, original)
 
 
+@pytest.mark.torch_free
 def test_jpeg_frames_are_close_and_masks_exact(tmp_path: Path, source) -> None:
     root = write_bag(source, tmp_path, storage="mcap", compressed="jpeg")
     loaded = BagVideoSource(root, DEFAULT_IMAGE_TOPIC, DEFAULT_GT_TOPIC, DEFAULT_CLASSES)
@@ -78,6 +77,7 @@ def test_jpeg_frames_are_close_and_masks_exact(tmp_path: Path, source) -> None:
     assert np.array_equal(clip.masks, original.masks[:, order])
 
 
+@pytest.mark.torch_free
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 def test_a_clip_reads_only_the_frames_asked_for(tmp_path: Path, source, storage: str) -> None:
     loaded = BagVideoSource(write_bag(source, tmp_path, storage=storage), DEFAULT_IMAGE_TOPIC,
@@ -96,6 +96,7 @@ def test_a_clip_reads_only_the_frames_asked_for(tmp_path: Path, source, storage:
     assert np.array_equal(copy.load_clip(0, [2]).masks, whole.masks[[2]])
 
 
+@pytest.mark.torch_free
 def test_class_mapping_renames_and_drops(tmp_path: Path, source) -> None:
     root = write_bag(source, tmp_path)
     mapping = tmp_path / "map.yaml"
@@ -174,6 +175,7 @@ def _box(height: int, width: int, top: int, left: int, size: int) -> np.ndarray:
     return mask
 
 
+@pytest.mark.torch_free
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 def test_hand_written_bag_matching_skipping_and_class_votes(tmp_path: Path,
                                                             storage: str) -> None:
@@ -210,6 +212,7 @@ def test_hand_written_bag_matching_skipping_and_class_votes(tmp_path: Path,
     assert np.array_equal(loaded.load_clip(0, [2]).frames[0], rgbs[2])
 
 
+@pytest.mark.torch_free
 def test_a_single_mcap_file_is_one_video(tmp_path: Path, source) -> None:
     root = write_bag(source, tmp_path / "bags", storage="mcap")
     name = source.video_name(1)
@@ -219,6 +222,7 @@ def test_a_single_mcap_file_is_one_video(tmp_path: Path, source) -> None:
     assert_same_video(loaded.load_clip(0, range(5)), source.load_video(1).drop_absent())
 
 
+@pytest.mark.torch_free
 def test_mcap_is_readable_by_mcap_ros2_support(tmp_path: Path, source) -> None:
     from mcap_ros2.reader import read_ros2_messages
 
@@ -250,6 +254,7 @@ def test_mcap_is_readable_by_mcap_ros2_support(tmp_path: Path, source) -> None:
         assert {i.track_id for i in truth.instances} == visible
 
 
+@pytest.mark.torch_free
 def test_custom_types_hash_like_the_generated_messages() -> None:
     """rosbags' RIHS01 of InstanceMaskArray equals the one rosidl generated (if installed)."""
     prefixes = [*os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep), sys.prefix]
@@ -264,6 +269,7 @@ def test_custom_types_hash_like_the_generated_messages() -> None:
         assert store.hash_rihs01(name) == hashes[name]
 
 
+@pytest.mark.torch_free
 def test_ros_serialised_messages_read_and_written_bags_deserialise_in_rclpy(
         tmp_path: Path, source) -> None:
     """Bytes as `ros2 bag record` stores them (rclpy/rmw CDR) read back, both ways."""
@@ -315,6 +321,7 @@ def test_ros_serialised_messages_read_and_written_bags_deserialise_in_rclpy(
         int(i) for i, m in zip(original.instance_ids, original.masks[0], strict=True) if m.any())
 
 
+@pytest.mark.torch_free
 def test_clear_errors(tmp_path: Path, source) -> None:
     root = write_bag(source, tmp_path / "bags")
     bag = root / source.video_name(0)
@@ -373,6 +380,7 @@ def test_clear_errors(tmp_path: Path, source) -> None:
         loaded.load_clip(0, [0])
 
 
+@pytest.mark.torch_free
 def test_make_synthetic_writes_bags(tmp_path: Path) -> None:
     assert make_synthetic(["--output", str(tmp_path), "--format", "bag", "--videos", "2",
                            "--frames", "3", "--size", "48", "64", "--bag-storage", "mcap",
@@ -385,6 +393,11 @@ def test_make_synthetic_writes_bags(tmp_path: Path) -> None:
 
 
 def test_training_steps_from_a_bag_directory(tmp_path: Path) -> None:
+    import torch
+
+    from metaseg_ros.train.config import load_train_config
+    from metaseg_ros.train.trainer import Trainer
+
     torch.set_num_threads(1)
     bags = write_bag(SyntheticVideoSource(2, SyntheticConfig(image_size=(64, 64),
                                                              num_frames=4), seed=5),
@@ -407,6 +420,7 @@ def test_training_steps_from_a_bag_directory(tmp_path: Path) -> None:
         load_train_config(None, ["data.kind=bag"])
 
 
+@pytest.mark.torch_free
 def test_reading_a_bag_imports_no_rclpy(tmp_path: Path, source) -> None:
     import subprocess
 
@@ -424,6 +438,8 @@ def test_reading_a_bag_imports_no_rclpy(tmp_path: Path, source) -> None:
 
 
 def test_evaluate_cli_scores_a_checkpoint_on_bags(tmp_path: Path, source, capsys) -> None:
+    import torch
+
     from metaseg_ros.eval.evaluate import main as evaluate
     from metaseg_ros.model.checkpoint import save_checkpoint
     from metaseg_ros.model.config import get_config

@@ -16,6 +16,8 @@ from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
 from metaseg_ros.data.types import ClassMapper
 from metaseg_ros.data.ytvis import YouTubeVISSource, decode_segmentation, write_youtube_vis
 
+pytestmark = pytest.mark.torch_free
+
 CONFIG = SyntheticConfig(image_size=(72, 96), num_frames=5, min_visible_pixels=8)
 
 

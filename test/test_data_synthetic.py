@@ -14,6 +14,8 @@ from metaseg_ros.data.synthetic import (
 )
 from metaseg_ros.data.types import ClipSample
 
+pytestmark = pytest.mark.torch_free
+
 SMALL = SyntheticConfig(image_size=(96, 128), num_frames=12, min_visible_pixels=8)
 
 

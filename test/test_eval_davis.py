@@ -9,7 +9,10 @@ from metaseg_ros.eval import FrameObjects, boundary_f_measure, davis_j_and_f, re
 from metaseg_ros.eval.davis import boundary_map, boundary_tolerance
 
 # pycocotools 2.0.11's decode warns about numpy 2's copy keyword (its code, not ours).
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept")
+pytestmark = [
+    pytest.mark.torch_free,
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept"),
+]
 
 
 def square(top: int, left: int, side: int = 2, size: int = 10) -> np.ndarray:

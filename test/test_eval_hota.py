@@ -10,6 +10,8 @@ import pytest
 from metaseg_ros.eval import FrameObjects, combine_hota, hota_from_similarities, hota_metrics
 from metaseg_ros.eval.hota import ALPHAS
 
+pytestmark = pytest.mark.torch_free
+
 
 def ids(*values: int) -> np.ndarray:
     return np.array(values, dtype=np.int64)

@@ -11,6 +11,8 @@ import pytest
 from metaseg_ros.eval import FrameObjects, load_mot_challenge, mot_metrics, mot_metrics_combined
 from metaseg_ros.eval.motmetrics_compat import import_motmetrics, numpy_asfarray
 
+pytestmark = pytest.mark.torch_free
+
 DATA = Path(import_motmetrics().__file__).parent / "data"
 
 # motmetrics 1.4.0's own test (tests/test_metrics.py::test_motchallenge_files): IDF1, IDP,

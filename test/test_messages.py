@@ -21,6 +21,8 @@ from metaseg_ros.masks import to_coco_rle
 from metaseg_ros.msg import InstanceMask, InstanceMaskArray
 from metaseg_ros.ros.messages import decode_instance_mask, frame_to_msg
 
+pytestmark = pytest.mark.torch_free
+
 HELPERS = Path(__file__).parent / "helpers"
 
 

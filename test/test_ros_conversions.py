@@ -12,6 +12,8 @@ from PIL import Image as PILImage
 from metaseg_ros.image_codec import ImageConversionError, compressed_to_rgb, image_to_rgb
 from metaseg_ros.ros.conversions import ImageDecoder
 
+pytestmark = pytest.mark.torch_free
+
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, size=(6, 10, 3), dtype=np.uint8)
 
@@ -136,3 +138,15 @@ def test_decoder_falls_back_to_numpy_without_cv_bridge() -> None:
     np.testing.assert_array_equal(decoder.decode(raw("bgr8", RGB[..., ::-1].copy())), RGB)
     with pytest.raises(ValueError, match="auto, numpy or cv_bridge"):
         ImageDecoder("opencv")
+
+
+def test_converted_frames_are_writable_copies() -> None:
+    """torch.from_numpy warns on (and cannot safely use) a read-only array: the message's
+    buffer must not leak into the pipeline."""
+    data = bytes(np.arange(2 * 3 * 3, dtype=np.uint8))
+    for encoding in ("rgb8", "bgr8", "mono8"):
+        channels = 1 if encoding == "mono8" else 3
+        msg = SimpleNamespace(height=2, width=3, encoding=encoding, is_bigendian=0,
+                              step=3 * channels, data=data[: 6 * channels])
+        rgb = image_to_rgb(msg)
+        assert rgb.flags.writeable and rgb.flags.c_contiguous, encoding

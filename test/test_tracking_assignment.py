@@ -9,6 +9,8 @@ import pytest
 
 from metaseg_ros.tracking import assign
 
+pytestmark = pytest.mark.torch_free
+
 
 def brute_force_gain(cost: np.ndarray, max_cost: float) -> float:
     """Best sum(max_cost - cost) over all partial one-to-one matchings of admissible pairs."""

