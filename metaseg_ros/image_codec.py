@@ -109,8 +109,8 @@ def image_to_rgb(msg: RawImage) -> np.ndarray:
     else:
         pixels = rows.reshape(height, width, layout.channels)
 
-    if layout.order == "rgb":
-        return np.ascontiguousarray(pixels)
+    if layout.order == "rgb":  # a copy: the message's buffer is read-only
+        return pixels.copy()
     if layout.order == "bgr":
         return np.ascontiguousarray(pixels[..., ::-1])
     if layout.order == "rgba":

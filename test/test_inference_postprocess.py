@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from metaseg_ros.inference.postprocess import select_instances
-from metaseg_ros.inference.preprocess import Letterbox
+from metaseg_ros.inference.preprocess import Letterbox, letterbox_image
 from metaseg_ros.inference.runners.eager import EagerRunner
 from metaseg_ros.inference.segmenter import StreamingSegmenter
 from metaseg_ros.inference.settings import PostprocessSettings
@@ -322,3 +322,64 @@ def test_live_postprocess_changes_are_validated_before_they_reach_the_segmenter(
     with pytest.raises(ValueError, match="mask_threshold"):
         segmenter.set_postprocess(dataclasses.replace(before, mask_threshold=1.5))
     assert segmenter.settings == before
+
+
+def _compare_paths(class_logits, mask_logits, letterbox, settings) -> int:
+    """The CPU path (masks inside their boxes) against the whole-frame path (the GPU's):
+    the same instances in the same order, equal classes, scores and boxes, and masks equal
+    but for pixels within rounding of the threshold (a handful at most). Returns how many
+    instances were compared."""
+    from metaseg_ros.inference.postprocess import _select_full_frames, _select_in_boxes
+
+    embeddings = torch.arange(len(class_logits), dtype=torch.float32)[:, None].repeat(1, 4)
+    boxed = _select_in_boxes(class_logits, mask_logits, embeddings, letterbox, settings)
+    full = _select_full_frames(class_logits, mask_logits, embeddings, letterbox, settings)
+    assert [d.query_index for d in boxed.detections] == [d.query_index for d in full.detections]
+    for a, b in zip(boxed.detections, full.detections, strict=True):
+        assert a.class_id == b.class_id and a.score == pytest.approx(b.score, abs=1e-5)
+        assert a.mask.shape == b.mask.shape == (letterbox.height, letterbox.width)
+        assert (a.mask != b.mask).sum() <= max(3, 1e-4 * b.mask.sum())
+        for got, expected in zip((a.bbox.x, a.bbox.y, a.bbox.width, a.bbox.height),
+                                 (b.bbox.x, b.bbox.y, b.bbox.width, b.bbox.height), strict=True):
+            assert abs(got - expected) <= 1
+        np.testing.assert_array_equal(a.embedding, b.embedding)
+    return len(full.detections)
+
+
+@pytest.mark.parametrize("frame", [(480, 640), (720, 1280), (384, 384), (300, 400), (90, 70)])
+@pytest.mark.parametrize("resolve, kept_fraction", [(True, 0.5), (True, 0.0), (False, 0.0)])
+def test_masks_inside_their_boxes_equal_the_whole_frame_path(frame, resolve, kept_fraction):
+    generator = torch.Generator().manual_seed(frame[0] + int(resolve) + int(10 * kept_fraction))
+    class_logits = dominant_class_logits(generator)
+    mask_logits = blob_logits(generator, QUERIES, size=INPUT // 4)
+    letterbox = Letterbox.fit(*frame, (INPUT, INPUT))
+    compared = 0
+    for threshold in (0.0, 0.3):
+        compared += _compare_paths(class_logits, mask_logits, letterbox, PostprocessSettings(
+            score_threshold=threshold, max_instances=8, resolve_overlaps=resolve,
+            min_kept_fraction=kept_fraction))
+    assert compared >= 8
+
+
+def test_masks_inside_their_boxes_equal_the_whole_frame_path_on_the_shipped_model():
+    """Real outputs of the shipped model on real-content frames, at the node's defaults."""
+    from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoGenerator
+    from metaseg_ros.inference.builder import shipped_checkpoint
+    from metaseg_ros.model.checkpoint import load_checkpoint
+
+    model = load_checkpoint(shipped_checkpoint("tiny"))
+    generator = SyntheticVideoGenerator(SyntheticConfig(image_size=(360, 480), num_frames=4),
+                                        seed=5)
+    compared = 0
+    memory = model.initial_memory(1)
+    for video in (1, 2):
+        for rgb in generator.clip(video, range(4)).frames:
+            images, letterbox = letterbox_image(rgb, model.config.image_size,
+                                                model.config.pixel_mean)
+            with torch.no_grad():
+                out = model(images, memory)
+            memory = out.memory
+            for settings in (PostprocessSettings(), PostprocessSettings(score_threshold=0.1)):
+                compared += _compare_paths(out.class_logits[0], out.mask_logits[0], letterbox,
+                                           settings)
+    assert compared >= 10
