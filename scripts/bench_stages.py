@@ -8,7 +8,9 @@ The shipped `tiny` model (256x256 network input), score threshold 0.5, on synthe
 size (default 640x480 and 1280x720). Per frame, timed one after the other as the node runs
 them: letterbox, network (the runner, memory fed back), post-processing (instance
 selection), tracking, and building the published InstanceMaskArray. Prints the medians and
-the share of the step that is not the network.
+the share of the step that is not the network. Post-processing is timed twice on the same
+outputs, frame by frame in one run: the CPU path (masks inside their boxes, the default) and
+the whole-frame path it replaced on the CPU (still the GPU's): before and after side by side.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def main() -> None:
 
     from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoGenerator
     from metaseg_ros.inference.builder import create_runner, shipped_checkpoint
-    from metaseg_ros.inference.postprocess import select_instances
+    from metaseg_ros.inference.postprocess import _select_full_frames, select_instances
     from metaseg_ros.inference.preprocess import letterbox_image
     from metaseg_ros.inference.runner import RunnerOptions
     from metaseg_ros.inference.settings import PostprocessSettings
@@ -55,8 +57,8 @@ def main() -> None:
 
     print(f"tiny {model.config.image_size[0]}x{model.config.image_size[1]}, {args.backend}, "
           f"{args.threads} threads, threshold {args.score_threshold}, {args.frames} frames")
-    print("| camera | letterbox | network | post-processing | tracking | message | step | "
-          "not network | instances |")
+    print("| camera | letterbox | network | post-processing: boxes (whole frames) | tracking | "
+          "message | step | not network: boxes (whole frames) | instances |")
     print("|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         height, width = map(int, size.split("x"))
@@ -68,6 +70,7 @@ def main() -> None:
         memory = runner.initial_memory()
         stages: dict[str, list[float]] = {k: [] for k in
                                           ("letterbox", "network", "post", "track", "message")}
+        whole_frames: list[float] = []
         instances = []
         for index, rgb in enumerate(frames):
             t0 = time.perf_counter()
@@ -80,12 +83,18 @@ def main() -> None:
             detections = select_instances(output.class_logits[0], output.mask_logits[0],
                                           output.query_embeddings[0], letterbox, settings)
             t3 = time.perf_counter()
+            _select_full_frames(output.class_logits[0], output.mask_logits[0],
+                                output.query_embeddings[0], letterbox, settings)
+            whole_frames.append((time.perf_counter() - t3) * 1e3)
+            t3b = time.perf_counter()
             tracked = tracker.update(detections)
             t4 = time.perf_counter()
             instance_array_msg(TrackedFrame(height, width, tracked), Header(), RCLPY_TYPES)
             t5 = time.perf_counter()
-            if index >= args.warmup:
-                for name, (a, b) in zip(stages, ((t0, t1), (t1, t2), (t2, t3), (t3, t4),
+            if index < args.warmup:
+                whole_frames.pop()
+            else:
+                for name, (a, b) in zip(stages, ((t0, t1), (t1, t2), (t2, t3), (t3b, t4),
                                                  (t4, t5)), strict=True):
                     stages[name].append((b - a) * 1e3)
                 instances.append(len(tracked))
@@ -93,10 +102,16 @@ def main() -> None:
         steps = [sum(parts) for parts in zip(*stages.values(), strict=True)]
         not_network = [step - net for step, net in zip(steps, stages["network"], strict=True)]
         share = statistics.median(n / s for n, s in zip(not_network, steps, strict=True))
+        old_not = [n - p + w for n, p, w in zip(not_network, stages["post"], whole_frames,
+                                                 strict=True)]
+        old_share = statistics.median(n / (n + net) for n, net in zip(old_not, stages["network"],
+                                                                        strict=True))
         print(f"| {width}x{height} | {medians['letterbox']:.2f} | {medians['network']:.1f} | "
-              f"{medians['post']:.2f} | {medians['track']:.2f} | {medians['message']:.2f} | "
+              f"{medians['post']:.2f} ({statistics.median(whole_frames):.2f}) | "
+              f"{medians['track']:.2f} | {medians['message']:.2f} | "
               f"{statistics.median(steps):.1f} | {statistics.median(not_network):.2f} ms "
-              f"({share:.1%}) | {np.mean(instances):.1f} |")
+              f"{share:.1%} ({statistics.median(old_not):.2f} ms {old_share:.1%}) | "
+              f"{np.mean(instances):.1f} |")
 
 
 if __name__ == "__main__":
