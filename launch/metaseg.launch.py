@@ -5,7 +5,7 @@
 
 Arguments: image (input topic; the compressed input is <image>/compressed), params_file,
 namespace, use_sim_time, backend (auto | eager | cudagraph | onnxruntime | tensorrt |
-exported; when given it overrides the params file, which says `auto` by default),
+tensorrt_engine | exported; when given it overrides the params file, which says `auto` by default),
 fastdds_profile (the shared-memory transport profile that lets large best-effort images
 through; exported as FASTDDS_DEFAULT_PROFILES_FILE and, on Humble/Iron/Jazzy, also as
 FASTRTPS_DEFAULT_PROFILES_FILE), lifecycle (true: the managed node, which waits for
@@ -74,7 +74,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="Use /clock (bag replay, simulation)"),
         DeclareLaunchArgument("backend", default_value="",
                               description="auto | eager | cudagraph | onnxruntime | tensorrt | "
-                                          "exported ('' = as the params file says)"),
+                                          "tensorrt_engine | exported ('' = as the params "
+                                          "file says)"),
         DeclareLaunchArgument("lifecycle", default_value="false",
                               description="true: start metaseg_lifecycle_node (managed)"),
         DeclareLaunchArgument("autostart", default_value="false",

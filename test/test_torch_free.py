@@ -22,6 +22,7 @@ TORCH_FREE_MODULES = (
     "metaseg_ros.classes", "metaseg_ros.user_errors", "metaseg_ros.errors",
     "metaseg_ros.inference.settings", "metaseg_ros.inference.stream",
     "metaseg_ros.inference.pipeline", "metaseg_ros.inference.plugin",
+    "metaseg_ros.inference.engine",
     "metaseg_ros.data.types", "metaseg_ros.data.bag_format", "metaseg_ros.data.bag_access",
     "metaseg_ros.data.bag_reader", "metaseg_ros.data.bag_writer", "metaseg_ros.data.bag_frames",
     "metaseg_ros.data.synthetic", "metaseg_ros.data.synthetic_detections",

@@ -1,7 +1,9 @@
-"""metaseg-export: write the ONNX / torch.export / Torch-TensorRT artifacts of a model.
+"""metaseg-export: write the ONNX / torch.export / Torch-TensorRT artifacts of a model,
+and describe TensorRT engines built from the ONNX export.
 
-    metaseg-export [CHECKPOINT] [--config NAME] [--image-size H W] [--onnx] [--pt2]
-                   [--tensorrt] [--output-dir DIR]
+    metaseg-export [CHECKPOINT] [--config NAME] [--image-size H W]
+                   [--format {onnx,pt2,tensorrt} ...] [--output-dir DIR]
+    metaseg-export --describe-engine ENGINE --onnx-file ONNX --precision {float16,float32}
 
 CHECKPOINT is a metaseg checkpoint (.safetensors with its .json); without one, --config builds
 that architecture with random weights (seeded). Each artifact is checked against eager PyTorch
@@ -16,12 +18,28 @@ Examples:
     metaseg-export --config tiny --onnx --pt2 --output-dir /tmp/exports
 
 The node runs an artifact directly when its `checkpoint` parameter names it, on the matching
-backend: .onnx -> onnxruntime, .pt2 -> exported, .ep -> tensorrt. Without a ready artifact
-the node exports on its first start and caches the result ($METASEG_CACHE_DIR, default
-~/.cache/metaseg_ros).
+backend: .onnx -> onnxruntime, .pt2 -> exported, .ep -> tensorrt, .engine -> tensorrt_engine.
+Without a ready artifact the node exports on its first start and caches the result
+($METASEG_CACHE_DIR, default ~/.cache/metaseg_ros).
 
-TensorRT engine (Jetson / NVIDIA GPU). Engines are specific to the GPU and to the TensorRT
-version, so build on the machine (or an identical one) that runs the node, with the
+TensorRT engine from the ONNX export (Jetson: TensorRT from JetPack, no Torch-TensorRT needed;
+backend tensorrt_engine). Build it on the machine that runs the node, then describe it: the
+sidecar <engine>.json records TensorRT version, GPU, precision, input size and weights hash,
+and the node refuses an engine that does not match (with the rebuild command):
+
+    metaseg-export weights/tiny.safetensors --format onnx --output-dir /opt/metaseg
+    trtexec --onnx=/opt/metaseg/tiny-512x512.onnx --saveEngine=/opt/metaseg/tiny-512x512.engine \\
+        --fp16
+    metaseg-export --describe-engine /opt/metaseg/tiny-512x512.engine \\
+        --onnx-file /opt/metaseg/tiny-512x512.onnx --precision float16
+    ros2 run metaseg_ros metaseg_node --ros-args -p backend:=tensorrt_engine -p device:=cuda \\
+        -p checkpoint:=/opt/metaseg/tiny-512x512.engine
+
+Each ONNX export is checked for what TensorRT's parser needs (static shapes, the step's
+tensor names, every constant within float16's range) and says so in one line.
+
+Torch-TensorRT program (NVIDIA GPU with torch_tensorrt). Engines are specific to the GPU and
+to the TensorRT version, so build on the machine (or an identical one) that runs the node, with the
 torch_tensorrt build matching its torch (JetPack provides TensorRT itself):
 
     metaseg-export weights/r50.safetensors --tensorrt --device cuda --output-dir /opt/metaseg
@@ -45,6 +63,13 @@ import numpy as np
 import torch
 
 from metaseg_ros.inference.artifacts import ArtifactError, ExportSettings, artifact_fingerprint
+from metaseg_ros.inference.engine import (
+    ENGINE_PRECISIONS,
+    binding_plan,
+    describe_engine,
+    float16_range_problems,
+    sidecar_path,
+)
 from metaseg_ros.inference.export import (
     FrameParity,
     build_tensorrt_artifact,
@@ -65,6 +90,7 @@ from metaseg_ros.model.export import FORBIDDEN_ONNX_OPS, find_forbidden_ops
 from metaseg_ros.model.metasegmenter import MetaSegmenter
 from metaseg_ros.user_errors import ArgumentParser, UserError, run_command
 
+FORMATS = ("onnx", "pt2", "tensorrt")
 # Parity limits: relative error of every output, and IoU of the binary masks.
 TOLERANCE = {"float32": 1e-3, "float16": 3e-2}
 MIN_MASK_IOU = {"float32": 0.99, "float16": 0.97}
@@ -81,10 +107,18 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of random weights")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
                         help="network input size (default: the checkpoint's)")
-    parser.add_argument("--onnx", action="store_true", help="write <name>-<H>x<W>.onnx")
-    parser.add_argument("--pt2", action="store_true", help="write <name>-<H>x<W>.pt2")
-    parser.add_argument("--tensorrt", action="store_true",
-                        help="build <name>-<H>x<W>.ep with Torch-TensorRT (needs CUDA)")
+    parser.add_argument("--format", action="append", choices=FORMATS, default=[],
+                        help="what to write (repeatable; default onnx): onnx, pt2, tensorrt "
+                             "(a Torch-TensorRT .ep program, needs CUDA)")
+    parser.add_argument("--onnx", action="store_true", help="same as --format onnx")
+    parser.add_argument("--pt2", action="store_true", help="same as --format pt2")
+    parser.add_argument("--tensorrt", action="store_true", help="same as --format tensorrt")
+    parser.add_argument("--describe-engine", type=Path, metavar="ENGINE",
+                        help="write ENGINE.json for a TensorRT engine built here (trtexec) "
+                             "from --onnx-file at --precision; needs tensorrt and CUDA")
+    parser.add_argument("--onnx-file", type=Path, help="the .onnx ENGINE was built from")
+    parser.add_argument("--precision", choices=ENGINE_PRECISIONS,
+                        help="the engine's precision: float16 (trtexec --fp16) or float32")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="device of the .pt2 program (the TensorRT engine is always cuda)")
     parser.add_argument("--opset", type=int, default=ExportSettings("onnx").opset)
@@ -165,9 +199,41 @@ def main(argv: Sequence[str] | None = None) -> int:
                        extra=(BackendUnavailableError, CheckpointError, ArtifactError))
 
 
+def describe_engine_command(args: argparse.Namespace) -> int:
+    """--describe-engine: the sidecar of an engine built on this machine."""
+    if args.onnx_file is None or args.precision is None:
+        raise UserError("--describe-engine needs --onnx-file and --precision")
+    from metaseg_ros.inference.runners.tensorrt_engine import import_tensorrt, runtime_facts
+
+    facts = runtime_facts(import_tensorrt("cuda"))
+    description = describe_engine(args.describe_engine, args.onnx_file, args.precision, facts)
+    print(f"wrote {sidecar_path(args.describe_engine)}: TensorRT {description.tensorrt_version}"
+          f", {description.gpu}, {description.precision}, input {description.image_size}")
+    return 0
+
+
+def tensorrt_readiness(path: Path) -> bool:
+    """Print whether TensorRT's parser gets what it needs from the ONNX file; True if so."""
+    import onnx
+
+    model = onnx.load(str(path))
+    try:
+        binding_plan(model)
+        problems = float16_range_problems(model)
+    except ArtifactError as error:
+        problems = [str(error)]
+    print(f"  TensorRT: static shapes, step tensor names, constants within float16: "
+          f"{'; '.join(problems) if problems else 'ok'}")
+    return not problems
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.describe_engine is not None:
+        return describe_engine_command(args)
+    for name in args.format:
+        setattr(args, name, True)
     if not (args.onnx or args.pt2 or args.tensorrt):
         args.onnx = True
     if args.tensorrt:
@@ -190,6 +256,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"  forbidden ops ({', '.join(FORBIDDEN_ONNX_OPS)}): "
               f"{', '.join(forbidden) if forbidden else 'none'}")
         ok &= not forbidden
+        ok &= tensorrt_readiness(path)
         ok &= check_parity(model, OnnxRuntimeRunner(path), "cpu", args.frames, "onnx",
                            "float32")
     if args.pt2:

@@ -14,6 +14,7 @@ import torch
 
 from metaseg_ros.inference.artifacts import ARTIFACT_SUFFIXES, ExportSettings
 from metaseg_ros.inference.autotune import choose_backend
+from metaseg_ros.inference.engine import ENGINE_SUFFIX, describe_engine
 from metaseg_ros.inference.export import (
     CachedArtifact,
     build_tensorrt_artifact,
@@ -33,6 +34,12 @@ from metaseg_ros.inference.runners.fallback import Fallback, FallbackRunner
 from metaseg_ros.inference.runners.onnxruntime import OnnxRuntimeRunner, import_onnxruntime
 from metaseg_ros.inference.runners.program import ExportedProgramRunner
 from metaseg_ros.inference.runners.tensorrt import TensorRTRunner, import_torch_tensorrt
+from metaseg_ros.inference.runners.tensorrt_engine import (
+    TensorRTEngineRunner,
+    build_engine,
+    import_tensorrt,
+    runtime_facts,
+)
 from metaseg_ros.inference.segmenter import StreamingSegmenter
 from metaseg_ros.inference.settings import ModelSettings, PipelineSettings
 from metaseg_ros.model.checkpoint import load_checkpoint
@@ -188,6 +195,8 @@ def create_runner(model: MetaSegmenter, backend: str, device: str, cache_key: st
         return EagerRunner(model, device, precision=options.precision)
     if backend == "cudagraph":
         return CudaGraphRunner(model, device, precision=options.precision)
+    if backend == "tensorrt_engine":
+        return _engine_runner(model, device, cache_key, options, log)
     if options.precision != "float32":
         raise ValueError(f"precision {options.precision!r} applies to backends 'eager' and "
                          f"'cudagraph' only (backend '{backend}' has its own)")
@@ -209,6 +218,24 @@ def create_runner(model: MetaSegmenter, backend: str, device: str, cache_key: st
         partial(ensure_artifact, model, tensorrt_settings(device), cache_key, options.cache_dir,
                 log, writer=partial(build_tensorrt_artifact, torch_tensorrt=torch_tensorrt)),
         lambda path: TensorRTRunner(path, torch_tensorrt), log)
+
+
+def _engine_runner(model: MetaSegmenter, device: str, cache_key: str, options: RunnerOptions,
+                   log: Log) -> ModelRunner:
+    """tensorrt_engine from a checkpoint: the cached ONNX export, built into an engine once
+    (with its sidecar) by TensorRT's builder at the precision setting (float32 or float16)."""
+    if options.precision not in ("float32", "float16"):
+        raise ValueError(f"backend 'tensorrt_engine' builds float32 or float16 engines, not "
+                         f"{options.precision!r}")
+    tensorrt = import_tensorrt(device)  # fail before a long export
+    onnx = ensure_artifact(model, ExportSettings("onnx"), cache_key, options.cache_dir, log)
+    engine = onnx.path.with_name(f"{onnx.path.stem}-{options.precision}{ENGINE_SUFFIX}")
+    if not engine.is_file():
+        log(f"building TensorRT engine {engine} ({options.precision}); once per export and "
+            "TensorRT version")
+        build_engine(onnx.path, engine, options.precision, tensorrt)
+        describe_engine(engine, onnx.path, options.precision, runtime_facts(tensorrt))
+    return TensorRTEngineRunner(engine, tensorrt, precision=options.precision)
 
 
 def _cached_runner(ensure: Callable[[], CachedArtifact], load: Callable[[Path], ModelRunner],
@@ -255,15 +282,19 @@ def auto_candidates(device: str, precision: str = "float32") -> list[str]:
 def artifact_backend(path: str | Path) -> str:
     """The backend that runs a ready-made artifact file, from its suffix."""
     suffix = Path(path).suffix
+    if suffix == ENGINE_SUFFIX:
+        return "tensorrt_engine"
     for backend, kind in BACKEND_ARTIFACTS.items():
         if ARTIFACT_SUFFIXES[kind] == suffix:
             return backend
-    raise ValueError(f"{path}: not an artifact ({', '.join(ARTIFACT_SUFFIXES.values())})")
+    raise ValueError(f"{path}: not an artifact ({', '.join(ARTIFACT_SUFFIXES.values())}, "
+                     f"{ENGINE_SUFFIX})")
 
 
 def is_artifact_path(path: str | Path) -> bool:
-    """Whether a path names an exported artifact (.onnx, .pt2, .ep) rather than a checkpoint."""
-    return Path(path).suffix in ARTIFACT_SUFFIXES.values()
+    """Whether a path names an exported artifact (.onnx, .pt2, .ep) or a TensorRT engine
+    (.engine) rather than a checkpoint."""
+    return Path(path).suffix in (*ARTIFACT_SUFFIXES.values(), ENGINE_SUFFIX)
 
 
 def runner_from_artifact(path: str | Path, backend: str, device: str,
@@ -278,4 +309,7 @@ def runner_from_artifact(path: str | Path, backend: str, device: str,
         return OnnxRuntimeRunner(path, device, options.num_threads, options.spin_wait)
     if backend == "exported":
         return ExportedProgramRunner(path, device)
+    if backend == "tensorrt_engine":  # float32 (the default) accepts an engine of any precision
+        precision = None if options.precision == "float32" else options.precision
+        return TensorRTEngineRunner(path, import_tensorrt(device), precision=precision)
     return TensorRTRunner(path, import_torch_tensorrt(device))
