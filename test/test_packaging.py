@@ -43,6 +43,7 @@ def test_core_never_imports_ros() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.torch_free  # the node's modules import without torch (test_torch_free.py)
 def test_msg_and_sources_import_together_from_any_directory(tmp_path: Path) -> None:
     code = ("import metaseg_ros.masks, metaseg_ros.ros.node\n"
             "from metaseg_ros.msg import InstanceMask, InstanceMaskArray\n"
