@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from metaseg_ros.data.clips import AugmentConfig, augment_clip, collate_clips
+from metaseg_ros.data.degradation_ops import degrade_frame
 from metaseg_ros.data.degradations import (
     DEGRADED_PRESET,
     IMAGE_KINDS,
     KINDS,
     DegradationConfig,
-    degrade_frame,
     join_tags,
     plan_video,
     tag_kinds,

@@ -25,14 +25,11 @@ integers or IEEE-exact float operations. Every rate defaults to 0: no plan, noth
 
 from __future__ import annotations
 
-import io
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 IMAGE_KINDS: tuple[str, ...] = ("blur", "noise", "dark", "flicker", "jpeg", "dropout")
 SCENE_KINDS: tuple[str, ...] = ("occluder", "object_blur", "reentry")
@@ -211,11 +208,13 @@ class VideoPlan:
     reentry: ReentryPlan | None = None
 
 
-def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+def uniform_in(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    """A float drawn uniformly in [low, high)."""
     return float(rng.uniform(bounds[0], bounds[1]))
 
 
-def _integer(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
+def integer_in(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
+    """An integer drawn uniformly in [low, high]."""
     return int(rng.integers(bounds[0], bounds[1] + 1))
 
 
@@ -238,7 +237,7 @@ def schedule_bursts(config: DegradationConfig, num_frames: int, rng: np.random.G
     # The prefix stands in for the first gap's minimum; the random extra still applies.
     t = config.clean_prefix + gap() - config.min_clean_gap
     while t < num_frames:
-        length = _integer(rng, config.burst_length)
+        length = integer_in(rng, config.burst_length)
         kind = IMAGE_KINDS[int(rng.choice(len(IMAGE_KINDS), p=rates / total))]
         kinds[t:t + length] = [kind] * len(kinds[t:t + length])
         t += length + gap()
@@ -259,24 +258,24 @@ def plan_video(config: DegradationConfig, num_frames: int, seed: int, video_inde
     if rng.random() < config.occluder_probability and num_frames > first:
         occluder = OccluderPlan(
             enter_frame=int(rng.integers(first, max(first + 1, num_frames - 2))),
-            frames=_integer(rng, config.occluder_frames),
-            width=_uniform(rng, config.occluder_width), from_left=bool(rng.random() < 0.5),
+            frames=integer_in(rng, config.occluder_frames),
+            width=uniform_in(rng, config.occluder_width), from_left=bool(rng.random() < 0.5),
             texture=tuple(float(v) for v in rng.random(5)))  # type: ignore[arg-type]
     rng = stream(2)
     if rng.random() < config.object_blur_probability:
         object_blur = ObjectBlurPlan(float(rng.random()),
-                                     _uniform(rng, config.object_blur_length),
+                                     uniform_in(rng, config.object_blur_length),
                                      float(rng.random()))
     rng = stream(3)
     if rng.random() < config.reentry_probability:
-        absence = _integer(rng, config.reentry_absence)
+        absence = integer_in(rng, config.reentry_absence)
         latest = min(num_frames // 2, num_frames - absence - 4)
         if latest >= first + 2:
             reentry = ReentryPlan(
                 pick=float(rng.random()), axis=int(rng.integers(2)),
                 direction=1 if rng.random() < 0.5 else -1,
                 exit_frame=int(rng.integers(first + 2, latest + 1)), absence=absence,
-                start=_uniform(rng, (0.35, 0.65)), across=_uniform(rng, (0.3, 0.7)))
+                start=uniform_in(rng, (0.35, 0.65)), across=uniform_in(rng, (0.3, 0.7)))
     return VideoPlan(frame_kinds, occluder, object_blur, reentry)
 
 
@@ -288,132 +287,3 @@ def join_tags(kinds: set[str] | list[str]) -> str:
 def tag_kinds(tag: str) -> tuple[str, ...]:
     """The kinds of a frame tag ('blur+occluder' -> ('blur', 'occluder'))."""
     return tuple(tag.split("+")) if tag else ()
-
-
-def motion_blur_sum(image: np.ndarray, length: int, angle: float) -> np.ndarray:
-    """Sum (uint32) of `length` copies of an (H, W[, C]) image shifted along a line through
-    the pixel at `angle` radians (edges replicated); divide by length for the blur."""
-    length = max(1, int(length))
-    steps = [k - (length - 1) / 2 for k in range(length)]
-    offsets = [(round(s * math.sin(angle)), round(s * math.cos(angle))) for s in steps]
-    reach = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
-    pad = [(reach, reach), (reach, reach)] + [(0, 0)] * (image.ndim - 2)
-    padded = np.pad(image, pad, mode="edge").astype(np.uint32)
-    height, width = image.shape[:2]
-    total = np.zeros(image.shape, dtype=np.uint32)
-    for dy, dx in offsets:
-        total += padded[reach + dy:reach + dy + height, reach + dx:reach + dx + width]
-    return total
-
-
-def _divide(total: np.ndarray, length: int) -> np.ndarray:
-    """Rounded integer division back to uint8."""
-    return ((total + length // 2) // length).astype(np.uint8)
-
-
-def _scale(frame: np.ndarray, gain: np.ndarray | float, noise: np.ndarray | None = None
-           ) -> np.ndarray:
-    out = frame.astype(np.float64) * gain
-    if noise is not None:
-        out += noise
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def jpeg_roundtrip(frame: np.ndarray, quality: int) -> np.ndarray:
-    """Encode and decode with Pillow's JPEG at the given quality (4:2:0 chroma)."""
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="JPEG", quality=int(quality), subsampling=2)
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        return np.asarray(decoded.convert("RGB")).copy()
-
-
-def drop_rows(frame: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Lose about `fraction` of the rows in 1-3 bands: zeroed, random bytes, or the last
-    good row smeared down (what decoders show for missing packets)."""
-    out = frame.copy()
-    height = frame.shape[0]
-    bands = int(rng.integers(1, 4))
-    rows = max(1, round(fraction * height / bands))
-    for _ in range(bands):
-        top = int(rng.integers(0, max(1, height - rows + 1)))
-        mode = int(rng.integers(3))
-        band = np.s_[top:top + rows]
-        if mode == 0:
-            out[band] = 0
-        elif mode == 1:
-            out[band] = rng.integers(0, 256, size=out[band].shape, dtype=np.uint8)
-        else:
-            out[band] = out[max(top - 1, 0)] if top > 0 else out[min(top + rows, height - 1)]
-    return out
-
-
-def degrade_frame(frame: np.ndarray, kind: str, config: DegradationConfig,
-                  rng: np.random.Generator) -> np.ndarray:
-    """One (H, W, 3) uint8 frame with the image degradation `kind` ('' returns it as is)."""
-    height, width = frame.shape[:2]
-    side = min(height, width)
-    if kind == "":
-        return frame
-    if kind == "blur":
-        length = max(2, round(_uniform(rng, config.blur_length) * side))
-        return _divide(motion_blur_sum(frame, length, float(rng.uniform(0, math.pi))), length)
-    if kind == "noise":
-        return _scale(frame, 1.0, rng.normal(0, _uniform(rng, config.noise_sigma),
-                                             frame.shape))
-    if kind == "dark":
-        return _scale(frame, _uniform(rng, config.dark_gain),
-                      rng.normal(0, config.dark_noise_sigma, frame.shape))
-    if kind == "flicker":
-        gain = _uniform(rng, config.flicker_gain)
-        gain = gain if rng.random() < 0.5 else 1 / gain
-        period = _uniform(rng, (0.15, 0.5)) * height
-        phase = _uniform(rng, (0, 2 * math.pi))
-        rows = np.array([gain * (1 + config.flicker_banding * math.sin(
-            2 * math.pi * y / period + phase)) for y in range(height)])
-        return _scale(frame, rows[:, None, None])
-    if kind == "jpeg":
-        return jpeg_roundtrip(frame, _integer(rng, config.jpeg_quality))
-    if kind == "dropout":
-        return drop_rows(frame, _uniform(rng, config.dropout_fraction), rng)
-    raise ValueError(f"unknown image degradation {kind!r}: {IMAGE_KINDS}")
-
-
-def frame_rng(seed: int, video_index: int, t: int) -> np.random.Generator:
-    """The random stream of one frame's degradation parameters."""
-    return np.random.default_rng([seed, video_index, t, 0xDE6])
-
-
-def blur_region(frame: np.ndarray, mask: np.ndarray, length: int, angle: float
-                ) -> np.ndarray:
-    """Motion-blur the object under `mask` (and smear it over its surroundings): frame x
-    (1 - a) + blurred frame x a, with a the mask blurred the same way (integer exact)."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0 or length < 2:
-        return frame
-    reach = length // 2 + 1
-    y0, y1 = max(rows[0] - reach, 0), min(rows[-1] + reach + 1, frame.shape[0])
-    x0, x1 = max(cols[0] - reach, 0), min(cols[-1] + reach + 1, frame.shape[1])
-    crop = frame[y0:y1, x0:x1]
-    blurred = motion_blur_sum(crop, length, angle)            # sum of `length` pixels
-    cover = motion_blur_sum(mask[y0:y1, x0:x1].astype(np.uint8), length, angle)[..., None]
-    mixed = crop.astype(np.uint32) * (length - cover) * length + blurred * cover
-    out = frame.copy()
-    out[y0:y1, x0:x1] = _divide(mixed, length * length)
-    return out
-
-
-def occluder_texture(background: np.ndarray, plan: OccluderPlan, height: int, bar: int
-                     ) -> np.ndarray:
-    """(height, bar, 3) uint8 texture of the occluder: a darkened, defocused crop of a
-    background photograph (something close to the camera)."""
-    _, u, v, zoom, shade = plan.texture
-    bg_h, bg_w = background.shape[:2]
-    crop_h = (0.3 + 0.5 * zoom) * bg_h
-    crop_w = min(crop_h * bar / height, bg_w)
-    left, top = u * (bg_w - crop_w), v * (bg_h - crop_h)
-    image = Image.fromarray(background).resize((bar, height), Image.BILINEAR,
-                                               box=(left, top, left + crop_w, top + crop_h))
-    sharp = np.asarray(image)
-    defocus = _divide(motion_blur_sum(sharp, 5, 0.0), 5)
-    return _scale(defocus, 0.35 + 0.4 * shade)

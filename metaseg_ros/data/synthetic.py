@@ -25,15 +25,13 @@ import numpy as np
 from PIL import Image
 
 from metaseg_ros.classes import DEFAULT_CLASSES
-from metaseg_ros.data.degradations import (
-    DegradationConfig,
+from metaseg_ros.data.degradation_ops import (
     blur_region,
     degrade_frame,
     frame_rng,
-    join_tags,
     occluder_texture,
-    plan_video,
 )
+from metaseg_ros.data.degradations import DegradationConfig, join_tags, plan_video
 from metaseg_ros.data.synthetic_assets import (
     DEFAULT_BACKGROUNDS,
     VOC_TO_COCO,
