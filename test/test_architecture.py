@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.torch_free  # reads the sources only (and starts Pythons without torch)
 PACKAGE = Path(__file__).resolve().parents[1] / "metaseg_ros"
 MAX_LINES = 400
 # A module may be longer when its docstring says why, with this phrase.
