@@ -22,12 +22,8 @@ same in several renderings of a video are segmented once (same detections, less 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from metaseg_ros.data.degradations import (
@@ -38,66 +34,13 @@ from metaseg_ros.data.degradations import (
     tag_kinds,
 )
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
-from metaseg_ros.eval import FrameObjects, davis_j_and_f, mot_metrics_combined
-from metaseg_ros.eval.davis import JAndF
+from metaseg_ros.eval import mot_metrics_combined
 from metaseg_ros.eval.evaluate import ground_truth_frames
-from metaseg_ros.eval.subsets import j_and_f_on_frames, video_ap_on_frames
-from metaseg_ros.inference.pipeline import PerceptionPipeline
+from metaseg_ros.eval.memory_ab import MemorylessSegmenter, Run, subset_scores, track_video
 from metaseg_ros.inference.runners.eager import EagerRunner
 from metaseg_ros.inference.segmenter import StreamingSegmenter
 from metaseg_ros.inference.settings import PostprocessSettings
 from metaseg_ros.model.checkpoint import load_checkpoint
-from metaseg_ros.results import FrameDetections
-from metaseg_ros.tracking import Tracker, TrackerConfig
-
-
-class MemorylessSegmenter:
-    """The segmenter with its memory emptied before every frame; detections of a frame seen
-    before (same pixels) are reused, as they depend on that frame alone."""
-
-    def __init__(self, inner: StreamingSegmenter) -> None:
-        self.inner = inner
-        self.cache: dict[bytes, FrameDetections] = {}
-
-    @property
-    def class_names(self) -> Sequence[str]:
-        return self.inner.class_names
-
-    def step(self, image: np.ndarray) -> FrameDetections:
-        key = hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest()
-        if key not in self.cache:
-            self.inner.reset()
-            self.cache[key] = self.inner.step(image)
-        return self.cache[key]
-
-    def reset(self) -> None:
-        self.inner.reset()
-
-
-@dataclass
-class Run:
-    """Per video: ground truth, predictions, J&F over the whole video, frame tags."""
-
-    gt: list[list[FrameObjects]]
-    pred: list[list[FrameObjects]]
-    davis: list[JAndF | None]
-    tags: list[tuple[str, ...]]
-
-
-def _mean(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if values else float("nan")
-
-
-def subset_scores(run: Run, selections: Sequence[Sequence[int]], num_classes: int
-                  ) -> tuple[float, float, float, int]:
-    """(video AP, AP50, J&F) on the selected frames of each video, and the frame count."""
-    vis = video_ap_on_frames(run.gt, run.pred, selections, num_classes)
-    j_and_f = [j_and_f_on_frames(d, gt, chosen) for d, gt, chosen in
-               zip(run.davis, run.gt, selections, strict=True) if d is not None and chosen]
-    count = sum(len(s) for s in selections)
-    if vis is None:
-        return float("nan"), float("nan"), float("nan"), 0
-    return vis.ap, vis.ap50, _mean([s[0] for s in j_and_f if s is not None]), count
 
 
 def main() -> None:
@@ -128,9 +71,9 @@ def main() -> None:
         degradations=degradations), seed=args.seed, first_video=args.first_video)
         for name, degradations in variants.items()}
     segmenter = StreamingSegmenter(EagerRunner(model), PostprocessSettings())
-    memoryless = MemorylessSegmenter(segmenter)
+    memoryless = MemorylessSegmenter(segmenter, cache=True)
     modes = {"off": memoryless, "on": segmenter}
-    runs = {(name, mode): Run([], [], [], []) for name in variants for mode in modes}
+    runs = {(name, mode): Run() for name in variants for mode in modes}
     started = time.perf_counter()
     for video in range(args.videos):
         memoryless.cache.clear()  # frames repeat only within one video's renderings
@@ -139,16 +82,7 @@ def main() -> None:
             gt = ground_truth_frames(clip)
             tags = clip.frame_tags or ("",) * clip.num_frames
             for mode, variant in modes.items():
-                pipeline = PerceptionPipeline(variant, Tracker(TrackerConfig(),
-                                                               model.class_names))
-                pred = [FrameObjects.from_tracked(pipeline.step(frame).instances)
-                        for frame in clip.frames]
-                run = runs[name, mode]
-                run.gt.append(gt)
-                run.pred.append(pred)
-                run.tags.append(tags)
-                run.davis.append(davis_j_and_f(gt, pred, size, match="hungarian")
-                                 if any(len(f) for f in gt) else None)
+                runs[name, mode].add(gt, track_video(variant, clip.frames), tags, size)
         print(f"video {video + 1}/{args.videos}: {time.perf_counter() - started:.0f} s",
               flush=True)
 
@@ -164,12 +98,12 @@ def main() -> None:
         selections = [[t for t, tag in enumerate(video) if
                        (tag != "" if kind == "mix" else kind in tag_kinds(tag))]
                       for video in tags]
-        clean = subset_scores(runs["clean", "off"], selections, num_classes)
-        off = subset_scores(runs[kind, "off"], selections, num_classes)
-        on = subset_scores(runs[kind, "on"], selections, num_classes)
+        clean, off, on = (subset_scores(runs[variant, mode], selections, num_classes)
+                          for variant, mode in (("clean", "off"), (kind, "off"), (kind, "on")))
         label = "mix (any degraded frame)" if kind == "mix" else kind
-        print(f"| {label} | {off[3]} | " + " | ".join(
-            f"{v:.3f}" for i in range(3) for v in (clean[i], off[i], on[i])) + " |")
+        print(f"| {label} | {off.frames} | " + " | ".join(
+            f"{getattr(s, f):.3f}" for f in ("ap", "ap50", "j_and_f")
+            for s in (clean, off, on)) + " |")
 
     print("\n| split | memory | video AP | AP50 | J&F | J&F degraded frames | IDF1 | "
           "ID switches |")
@@ -183,8 +117,9 @@ def main() -> None:
             degraded = subset_scores(run, mix_selection, num_classes)
             mot = mot_metrics_combined(list(zip(run.gt, run.pred, strict=True)),
                                        similarity="mask")
-            print(f"| {name} | {mode} | {whole[0]:.3f} | {whole[1]:.3f} | {whole[2]:.3f} | "
-                  f"{degraded[2]:.3f} | {mot.idf1:.3f} | {mot.id_switches} |")
+            print(f"| {name} | {mode} | {whole.ap:.3f} | {whole.ap50:.3f} | "
+                  f"{whole.j_and_f:.3f} | {degraded.j_and_f:.3f} | {mot.idf1:.3f} | "
+                  f"{mot.id_switches} |")
     print(f"\n{time.perf_counter() - started:.0f} s", flush=True)
 
 

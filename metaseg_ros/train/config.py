@@ -30,6 +30,8 @@ from metaseg_ros.train.matcher import MatcherConfig
 
 AMP_MODES = ("none", "bf16", "fp16")
 SCHEDULES = ("poly", "step")
+MEMORY_LR_SCOPES = ("attention", "path")
+MEMORY_ATTENTION_INITS = ("", "identity")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class OptimConfig:
     # start at 0, where the attention itself gets no gradient, so a higher rate helps the
     # memory path open when fine-tuning an image model for video.
     memory_lr_multiplier: float = 1.0
+    # What memory_lr_multiplier applies to: "attention" (the decoder's memory attention) or
+    # "path" (also the memory reader and the projection that writes frames into the ring).
+    memory_lr_scope: str = "attention"
     betas: tuple[float, float] = (0.9, 0.999)
     max_steps: int = 10000
     warmup_steps: int = 200
@@ -77,6 +82,9 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
             raise ValueError(f"optim.amp {self.amp!r} not in {AMP_MODES}")
+        if self.memory_lr_scope not in MEMORY_LR_SCOPES:
+            raise ValueError(f"optim.memory_lr_scope {self.memory_lr_scope!r} not in "
+                             f"{MEMORY_LR_SCOPES}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"optim.schedule {self.schedule!r} not in {SCHEDULES}")
         if self.backbone_lr_multiplier < 0 or self.memory_lr_multiplier < 0:
@@ -103,6 +111,17 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"          # "auto", "cpu", "cuda"
     detach_memory: bool = False   # stop gradients through the memory between frames
+    # Every decoder layer's memory gate set to this after the initial weights are loaded
+    # (None: as loaded). At gate 0 the memory attention's own weights get no gradient.
+    memory_gate_init: float | None = None
+    # "identity": every memory attention's q/k/v/output projections set to the identity
+    # (zero biases) after loading, so that each query first attends to its own slot's past
+    # embeddings (keys and queries share the learned query position) and copies them;
+    # "" leaves them as loaded.
+    memory_attention_init: str = ""
+    # Submodules of MetaSegmenter (e.g. "backbone", "pixel_decoder") that do not train: no
+    # gradients, no optimizer entry, kept in eval mode (normalisation statistics frozen).
+    freeze: tuple[str, ...] = ()
     find_unused_parameters: bool = False
     log_every: int = 10
     checkpoint_every: int = 500
@@ -111,6 +130,11 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if self.memory_attention_init not in MEMORY_ATTENTION_INITS:
+            raise ValueError(f"memory_attention_init {self.memory_attention_init!r} not in "
+                             f"{MEMORY_ATTENTION_INITS}")
 
 
 def _convert(kind: Any, value: Any, where: str) -> Any:
@@ -129,6 +153,8 @@ def _convert(kind: Any, value: Any, where: str) -> Any:
         return tuple(_convert(a, v, where) for a, v in zip(args, value, strict=True))
     if kind is float and isinstance(value, (int, str)):
         return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+    if set(typing.get_args(kind)) == {float, type(None)} and isinstance(value, (int, str)):
+        return float(value)  # float | None
     return value
 
 

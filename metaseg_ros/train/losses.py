@@ -46,6 +46,9 @@ class LossConfig:
     contrastive_weight: float = 1.0
     contrastive_temperature: float = 0.1
     deep_supervision: bool = True
+    # Class and mask terms of frames tagged as degraded (ClipBatch.frame_tags) are multiplied
+    # by this; normalisers stay the same, so 1.0 is the plain loss.
+    degraded_frame_weight: float = 1.0
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
 
 
@@ -58,32 +61,40 @@ def class_weights(num_classes: int, no_object_weight: float,
 
 
 def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
-                           weights: torch.Tensor, normaliser: float | None = None
-                           ) -> torch.Tensor:
-    """sum_m w[y_m] (-log p_m) / normaliser for (M, C+1) logits and (M,) targets.
+                           weights: torch.Tensor, normaliser: float | None = None,
+                           scale: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_m s_m w[y_m] (-log p_m) / normaliser for (M, C+1) logits and (M,) targets.
 
     normaliser defaults to sum_m w[y_m] (the weighted mean, F.cross_entropy's); the
     criterion passes the batch-wide sum so the loss does not depend on how a batch is
-    split over processes.
+    split over processes. scale: optional (M,) factors s_m (default 1), not normalised.
     """
     log_p = logits.float().log_softmax(-1).gather(1, targets[:, None])[:, 0]
     w = weights[targets]
-    return (w * -log_p).sum() / (w.sum() if normaliser is None else normaliser)
+    loss = w * -log_p
+    if scale is not None:
+        loss = loss * scale
+    return loss.sum() / (w.sum() if normaliser is None else normaliser)
 
 
 def softmax_focal_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-                       gamma: float, normaliser: float | None = None) -> torch.Tensor:
-    """sum_m w[y_m] (1 - p_m)^gamma (-log p_m) / normaliser (default sum_m w[y_m])."""
+                       gamma: float, normaliser: float | None = None,
+                       scale: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_m s_m w[y_m] (1 - p_m)^gamma (-log p_m) / normaliser (default sum_m w[y_m])."""
     log_p = logits.float().log_softmax(-1).gather(1, targets[:, None])[:, 0]
     w = weights[targets]
     loss = w * (1 - log_p.exp()).pow(gamma) * (-log_p)
+    if scale is not None:
+        loss = loss * scale
     return loss.sum() / (w.sum() if normaliser is None else normaliser)
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float,
-                       alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+                       alpha: float = 0.25, gamma: float = 2.0,
+                       scale: torch.Tensor | None = None) -> torch.Tensor:
     """Focal loss of (M, P) point logits vs targets in [0, 1]: mean over points, sum over
-    masks, divided by num_masks. alpha < 0 disables the class balance term."""
+    masks (each times scale[m] if given), divided by num_masks. alpha < 0 disables the
+    class balance term."""
     logits = logits.float()
     probs = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -91,15 +102,23 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: f
     loss = ce * (1 - p_t).pow(gamma)
     if alpha >= 0:
         loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss.mean(1).sum() / num_masks
+    per_mask = loss.mean(1)
+    if scale is not None:
+        per_mask = per_mask * scale
+    return per_mask.sum() / num_masks
 
 
-def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
-    """sum_m 1 - (2 sum p t + 1) / (sum p + sum t + 1) over (M, P) points, / num_masks."""
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float,
+              scale: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_m s_m (1 - (2 sum p t + 1) / (sum p + sum t + 1)) over (M, P) points, / num_masks
+    (s_m = scale[m], default 1)."""
     probs = logits.float().sigmoid()
     numerator = 2 * (probs * targets).sum(-1)
     denominator = probs.sum(-1) + targets.sum(-1)
-    return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
+    per_mask = 1 - (numerator + 1) / (denominator + 1)
+    if scale is not None:
+        per_mask = per_mask * scale
+    return per_mask.sum() / num_masks
 
 
 def contrastive_association_loss(embeddings: torch.Tensor,
@@ -208,8 +227,13 @@ class VideoSetCriterion:
         return layers
 
     def __call__(self, frames: Sequence[FramePrediction], targets: Sequence[ClipTargets],
-                 generators: Sequence[torch.Generator | None] | None = None) -> LossTerms:
-        """Losses of T frames of predictions of B clips (targets[b].masks: (T, N, H, W))."""
+                 generators: Sequence[torch.Generator | None] | None = None,
+                 frame_weights: Sequence[Sequence[float]] | None = None) -> LossTerms:
+        """Losses of T frames of predictions of B clips (targets[b].masks: (T, N, H, W)).
+
+        frame_weights[b][t] (optional) multiplies the class and mask terms of frame t of
+        clip b (the normalisers and the association term are unchanged).
+        """
         cfg = self.config
         device = frames[0].class_logits.device
         batch = len(targets)
@@ -245,16 +269,20 @@ class VideoSetCriterion:
         zero = torch.zeros((), device=device)
         sums = {"class_ce": zero, "class_focal": zero, "mask_focal": zero, "dice": zero}
         for t in range(len(frames)):
+            clip_scale = _frame_scale(frame_weights, t, batch, device)
             for k, (class_logits, mask_logits) in enumerate(layers[t]):
                 normaliser = next(normalisers)
                 flat_logits = class_logits.flatten(0, 1)
                 flat_targets = class_targets[t][k].flatten()
+                query_scale = (None if clip_scale is None else
+                               clip_scale.repeat_interleave(class_logits.shape[1]))
                 sums["class_ce"] = sums["class_ce"] + weighted_cross_entropy(
-                    flat_logits, flat_targets, weights, normaliser)
+                    flat_logits, flat_targets, weights, normaliser, query_scale)
                 sums["class_focal"] = sums["class_focal"] + softmax_focal_loss(
-                    flat_logits, flat_targets, weights, cfg.focal_gamma, normaliser)
+                    flat_logits, flat_targets, weights, cfg.focal_gamma, normaliser,
+                    query_scale)
                 focal, dice = self._mask_losses(mask_logits, matches[t][k], frame_targets[t],
-                                                num_masks_global, gens)
+                                                num_masks_global, gens, clip_scale)
                 sums["mask_focal"] = sums["mask_focal"] + focal
                 sums["dice"] = sums["dice"] + dice
         contrastive = zero
@@ -287,13 +315,16 @@ class VideoSetCriterion:
 
     def _mask_losses(self, mask_logits: torch.Tensor, matches: Sequence[Match],
                      frame_targets: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                     num_masks: float, generators: Sequence[torch.Generator | None]
+                     num_masks: float, generators: Sequence[torch.Generator | None],
+                     clip_scale: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
-        point_logits, point_labels = [], []
+        point_logits, point_labels, mask_scales = [], [], []
         for b, (queries, target_index) in enumerate(matches):
             if queries.numel() == 0:
                 continue
+            if clip_scale is not None:
+                mask_scales.append(clip_scale[b].expand(queries.numel()))
             pred = mask_logits[b, queries][:, None].float()
             coords = uncertain_points(pred, cfg.num_points, cfg.oversample_ratio,
                                       cfg.importance_ratio, generators[b])
@@ -305,9 +336,34 @@ class VideoSetCriterion:
             zero = mask_logits.sum() * 0.0
             return zero, zero
         logits, labels = torch.cat(point_logits), torch.cat(point_labels)
+        scale = torch.cat(mask_scales) if mask_scales else None
         return (sigmoid_focal_loss(logits, labels, num_masks, cfg.mask_focal_alpha,
-                                   cfg.focal_gamma),
-                dice_loss(logits, labels, num_masks))
+                                   cfg.focal_gamma, scale),
+                dice_loss(logits, labels, num_masks, scale))
+
+
+def _frame_scale(frame_weights: Sequence[Sequence[float]] | None, t: int, batch: int,
+                 device: torch.device) -> torch.Tensor | None:
+    """(B,) weights of frame t of each clip, or None when there are none or all are 1."""
+    if frame_weights is None:
+        return None
+    if len(frame_weights) != batch:
+        raise ValueError(f"{len(frame_weights)} frame weight rows for {batch} clips")
+    values = [float(row[t]) for row in frame_weights]
+    if all(v == 1.0 for v in values):
+        return None
+    return torch.tensor(values, dtype=torch.float32, device=device)
+
+
+def frame_weights_from_tags(frame_tags: Sequence[Sequence[str]], num_frames: int,
+                            degraded_weight: float) -> list[list[float]] | None:
+    """Per clip and frame: degraded_weight where the frame's tag is not empty, else 1.
+
+    None when the weight is 1 or no clip has tags (the plain loss)."""
+    if degraded_weight == 1.0 or not any(frame_tags):
+        return None
+    return [[degraded_weight if t < len(tags) and tags[t] else 1.0 for t in range(num_frames)]
+            for tags in frame_tags]
 
 
 def _count_anchors(matches: Sequence[Match]) -> int:

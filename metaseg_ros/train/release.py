@@ -40,6 +40,33 @@ def _evaluate(checkpoint: Path, arguments: list[str], output: Path) -> dict:
     return json.loads(output.read_text())
 
 
+def _degradations(data: dict) -> str:
+    """Model-card words for the training data's degradations (none: nothing)."""
+    value = data.get("degradations")
+    if not value:
+        return ""
+    return (f",\n  degradations `{value}` (metaseg_ros/data/degradations.py; ground truth "
+            "unchanged)")
+
+
+def _memory_training(train_config: dict) -> str:
+    """Model-card line for the memory-training knobs, when a run used any."""
+    parts = []
+    if train_config.get("memory_gate_init") is not None:
+        parts.append(f"memory gates started at {train_config['memory_gate_init']}")
+    if train_config.get("freeze"):
+        parts.append(f"frozen: {', '.join(train_config['freeze'])}")
+    multiplier = train_config["optim"].get("memory_lr_multiplier", 1.0)
+    if multiplier != 1.0:
+        parts.append(f"memory attention lr x {multiplier}")
+    weight = train_config["loss"].get("degraded_frame_weight", 1.0)
+    if weight != 1.0:
+        parts.append(f"loss on degraded frames x {weight}")
+    if train_config.get("detach_memory"):
+        parts.append("memory detached between frames")
+    return f"\n- Memory training: {'; '.join(parts)}." if parts else ""
+
+
 def model_card(name: str, train_config: dict, metrics: dict, command: str, steps: int | None,
                weights_size: int) -> str:
     """Markdown model card from the training config and the evaluation JSON."""
@@ -62,7 +89,7 @@ Weights: `metaseg_{name}.safetensors` (float16, {weights_size / 1e6:.1f} MB) wit
   {data['seed']}, videos {data['first_video']}..{data['first_video'] + data['num_videos'] - 1},
   {data['frames_per_video']} frames of {data['synthetic_size'][0]}x{data['synthetic_size'][1]};
   clips of {data['min_clip_frames']}-{data['clip_frames']} frames, augmentation
-  `{data['augment']}`.
+  `{data['augment']}`{_degradations(data)}.{_memory_training(train_config)}
 - Optimisation: AdamW lr {optim['lr']}, weight decay {optim['weight_decay']}, backbone lr x
   {optim['backbone_lr_multiplier']}, {optim['warmup_steps']} warm-up steps, {optim['schedule']}
   schedule, {optim['max_steps']} steps ({steps} done), batch {optim['batch_size']} per process

@@ -46,7 +46,12 @@ from metaseg_ros.model.transformer_decoder import NUM_LEVELS
 from metaseg_ros.train.config import TrainConfig, train_config_to_dict
 from metaseg_ros.train.distributed import DistributedContext, StepSampler, setup_distributed
 from metaseg_ros.train.initialization import initialise_weights, model_config_for
-from metaseg_ros.train.losses import FramePrediction, LossTerms, VideoSetCriterion
+from metaseg_ros.train.losses import (
+    FramePrediction,
+    LossTerms,
+    VideoSetCriterion,
+    frame_weights_from_tags,
+)
 from metaseg_ros.train.optimizer import build_optimizer, lr_factor
 
 STATE_FILE = "training_state.pt"
@@ -79,6 +84,40 @@ class ClipUnroller(nn.Module):
             flat = [x for pair in aux for x in pair]
             frames.append((out.class_logits, out.mask_logits, out.query_embeddings, *flat))
         return tuple(frames)
+
+
+def set_memory_gates(model: MetaSegmenter, value: float) -> None:
+    """Set every decoder layer's memory-attention gate to value (tanh(value) passes)."""
+    with torch.no_grad():
+        for layer in model.transformer_decoder.layers:
+            layer.memory_attn.gate.fill_(value)
+
+
+def identity_memory_attention(model: MetaSegmenter) -> None:
+    """Every memory attention's q/k/v/output projections set to the identity, biases to 0:
+    a query then attends mostly to its own slot's past embeddings (queries and their keys
+    carry the same learned position) and adds their mean, a "copy the past" start."""
+    with torch.no_grad():
+        for layer in model.transformer_decoder.layers:
+            attention = layer.memory_attn.attn
+            for linear in (attention.q_proj, attention.k_proj, attention.v_proj,
+                           attention.out_proj):
+                linear.weight.copy_(torch.eye(linear.out_features, linear.in_features))
+                linear.bias.zero_()
+
+
+def freeze_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
+    """Stop the named submodules from training (requires_grad off); returns them, for the
+    loop to keep in eval mode. An unknown name is an error."""
+    modules = []
+    for name in names:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError as error:
+            raise ValueError(f"freeze: MetaSegmenter has no submodule {name!r}") from error
+        module.requires_grad_(False)
+        modules.append(module)
+    return modules
 
 
 def frame_predictions(outputs: Sequence[tuple[torch.Tensor, ...]]) -> list[FramePrediction]:
@@ -121,6 +160,11 @@ class Trainer:
         self.model_config = model_config_for(config)
         self.model = MetaSegmenter(self.model_config)
         self.init_summary = initialise_weights(self.model, config.init)
+        if config.memory_attention_init == "identity":
+            identity_memory_attention(self.model)
+        if config.memory_gate_init is not None:
+            set_memory_gates(self.model, config.memory_gate_init)
+        self.frozen = freeze_modules(self.model, config.freeze)
         self.model.to(self.device)
         self.unroller = ClipUnroller(self.model, config.detach_memory)
         if self.context.distributed:
@@ -196,6 +240,8 @@ class Trainer:
         sampler = self.sampler(step)
         torch.manual_seed(_mix(self.config.seed, step, self.context.rank, 1))
         self.wrapped.train()
+        for module in self.frozen:
+            module.eval()
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for micro in range(optim.grad_accum_steps):
@@ -204,6 +250,8 @@ class Trainer:
             images = batch.images[:, :num_frames]
             targets = [ClipTargets(t.masks[:num_frames], t.labels, t.instance_ids)
                        for t in batch.targets]
+            weights = frame_weights_from_tags(batch.frame_tags, num_frames,
+                                              self.config.loss.degraded_frame_weight)
             generators = [torch.Generator(device=self.device).manual_seed(
                 _mix(self.config.seed, position, 2)) for position in sampler.positions(step,
                                                                                       micro)]
@@ -214,7 +262,7 @@ class Trainer:
                 with self._autocast():
                     outputs = self.wrapped(images)
                 terms: LossTerms = self.criterion(frame_predictions(outputs), targets,
-                                                  generators)
+                                                  generators, weights)
                 self.scaler.scale(terms.total / optim.grad_accum_steps).backward()
             for name, value in terms.as_floats().items():
                 sums[name] = sums.get(name, 0.0) + value / optim.grad_accum_steps

@@ -1,0 +1,156 @@
+"""Memory on vs memory off, same weights and tracker: runs and scores for the A/B benchmarks.
+
+"Memory off" is the same segmenter with its memory emptied before every frame
+(`MemorylessSegmenter`), so each frame's detections depend on that frame alone; the
+tracker is the same in both. `run_videos` sends every video of a source through the online
+pipeline (segmenter + a fresh Tracker per video) and keeps ground truth, predictions, J&F
+and each frame's degradation tags; `split_scores` turns a run into whole-video video AP,
+J&F, J&F on the degraded frames (tag not empty), IDF1 and ID switches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from metaseg_ros.data.types import VideoSource
+from metaseg_ros.eval.davis import JAndF, davis_j_and_f
+from metaseg_ros.eval.evaluate import ground_truth_frames
+from metaseg_ros.eval.frames import FrameObjects
+from metaseg_ros.eval.mot import mot_metrics_combined
+from metaseg_ros.eval.subsets import j_and_f_on_frames, video_ap_on_frames
+from metaseg_ros.inference.pipeline import PerceptionPipeline
+from metaseg_ros.results import FrameDetections, Segmenter
+from metaseg_ros.tracking import Tracker, TrackerConfig
+
+
+class MemorylessSegmenter:
+    """A segmenter with its memory emptied before every frame. With cache=True, the
+    detections of a frame seen before (same pixels) are reused: they depend on that frame
+    alone (clear `cache` between videos to bound it)."""
+
+    def __init__(self, inner: Segmenter, cache: bool = False) -> None:
+        self.inner = inner
+        self.use_cache = cache
+        self.cache: dict[bytes, FrameDetections] = {}
+
+    @property
+    def class_names(self) -> Sequence[str]:
+        """The wrapped segmenter's classes."""
+        return self.inner.class_names
+
+    def step(self, image: np.ndarray) -> FrameDetections:
+        """Reset the memory, then segment the frame (or reuse its cached detections)."""
+        if not self.use_cache:
+            self.inner.reset()
+            return self.inner.step(image)
+        key = hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest()
+        if key not in self.cache:
+            self.inner.reset()
+            self.cache[key] = self.inner.step(image)
+        return self.cache[key]
+
+    def reset(self) -> None:
+        """Empty the wrapped segmenter's memory."""
+        self.inner.reset()
+
+
+@dataclass
+class Run:
+    """Per video: ground truth, predictions, J&F over the whole video, frame tags."""
+
+    gt: list[list[FrameObjects]] = field(default_factory=list)
+    pred: list[list[FrameObjects]] = field(default_factory=list)
+    davis: list[JAndF | None] = field(default_factory=list)
+    tags: list[tuple[str, ...]] = field(default_factory=list)
+
+    def add(self, gt: list[FrameObjects], pred: list[FrameObjects], tags: Sequence[str],
+            size: tuple[int, int]) -> None:
+        """Record one video (J&F with Hungarian assignment over the whole video)."""
+        self.gt.append(gt)
+        self.pred.append(pred)
+        self.tags.append(tuple(tags) or ("",) * len(gt))
+        self.davis.append(davis_j_and_f(gt, pred, size, match="hungarian")
+                          if any(len(f) for f in gt) else None)
+
+
+def track_video(segmenter: Segmenter, frames: Sequence[np.ndarray],
+                tracker_config: TrackerConfig | None = None) -> list[FrameObjects]:
+    """One video through a fresh pipeline (segmenter memory emptied, new Tracker)."""
+    segmenter.reset()
+    pipeline = PerceptionPipeline(segmenter, Tracker(tracker_config or TrackerConfig(),
+                                                     segmenter.class_names))
+    return [FrameObjects.from_tracked(pipeline.step(frame).instances) for frame in frames]
+
+
+def run_videos(segmenters: dict[str, Segmenter], source: VideoSource, videos: int,
+               tracker_config: TrackerConfig | None = None) -> dict[str, Run]:
+    """Every segmenter (by name) over the first `videos` videos of a source."""
+    runs = {name: Run() for name in segmenters}
+    for index in range(min(videos, len(source))):
+        clip = source.load_clip(index, range(source.num_frames(index)))
+        gt = ground_truth_frames(clip)
+        size = clip.frames.shape[1:3]
+        for name, segmenter in segmenters.items():
+            if isinstance(segmenter, MemorylessSegmenter):
+                segmenter.cache.clear()
+            pred = track_video(segmenter, clip.frames, tracker_config)
+            runs[name].add(gt, pred, clip.frame_tags, (int(size[0]), int(size[1])))
+    return runs
+
+
+@dataclass(frozen=True)
+class SubsetScores:
+    """Video AP, AP50 and J&F on chosen frames; frames: how many were chosen."""
+
+    ap: float
+    ap50: float
+    j_and_f: float
+    frames: int
+
+
+def subset_scores(run: Run, selections: Sequence[Sequence[int]], num_classes: int
+                  ) -> SubsetScores:
+    """Scores on the selected frames of each video (NaN where nothing is selected)."""
+    vis = video_ap_on_frames(run.gt, run.pred, selections, num_classes)
+    values = [j_and_f_on_frames(d, gt, chosen) for d, gt, chosen in
+              zip(run.davis, run.gt, selections, strict=True) if d is not None and len(chosen)]
+    values = [v[0] for v in values if v is not None]
+    count = sum(len(s) for s in selections)
+    if vis is None:
+        return SubsetScores(float("nan"), float("nan"), float("nan"), 0)
+    return SubsetScores(vis.ap, vis.ap50, float(np.mean(values)) if values else float("nan"),
+                        count)
+
+
+def degraded_frames(tags: Sequence[Sequence[str]]) -> list[list[int]]:
+    """Per video, the indices of frames with any degradation tag."""
+    return [[t for t, tag in enumerate(video) if tag] for video in tags]
+
+
+@dataclass(frozen=True)
+class SplitScores:
+    """Whole-video scores of a run, plus J&F on its degraded frames (NaN if none)."""
+
+    video_ap: float
+    ap50: float
+    j_and_f: float
+    j_and_f_degraded: float
+    degraded_frames: int
+    idf1: float
+    id_switches: int
+
+
+def split_scores(run: Run, num_classes: int, degraded: Sequence[Sequence[int]] | None = None
+                 ) -> SplitScores:
+    """Scores of a run; `degraded` (default: the run's own tags) chooses the frames of the
+    degraded-frame J&F."""
+    whole = subset_scores(run, [range(len(gt)) for gt in run.gt], num_classes)
+    chosen = degraded_frames(run.tags) if degraded is None else degraded
+    on_degraded = subset_scores(run, chosen, num_classes)
+    mot = mot_metrics_combined(list(zip(run.gt, run.pred, strict=True)), similarity="mask")
+    return SplitScores(whole.ap, whole.ap50, whole.j_and_f, on_degraded.j_and_f,
+                       on_degraded.frames, mot.idf1, int(mot.id_switches))

@@ -1,0 +1,101 @@
+"""Memory on/off A/B helpers: the memoryless wrapper and the split scores (hand-made cases)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from metaseg_ros.eval.frames import FrameObjects
+from metaseg_ros.eval.memory_ab import MemorylessSegmenter, Run, degraded_frames, split_scores
+from metaseg_ros.results import FrameDetections
+
+
+class CountingSegmenter:
+    """Returns empty detections and counts its steps and resets."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.resets = 0
+        self.calls: list[str] = []
+
+    @property
+    def class_names(self) -> Sequence[str]:
+        return ("a", "b")
+
+    def step(self, image: np.ndarray) -> FrameDetections:
+        self.steps += 1
+        self.calls.append("step")
+        return FrameDetections(image.shape[0], image.shape[1], ())
+
+    def reset(self) -> None:
+        self.resets += 1
+        self.calls.append("reset")
+
+
+def test_memoryless_segmenter_resets_before_every_frame_and_caches_repeats() -> None:
+    frames = [np.full((8, 8, 3), v, dtype=np.uint8) for v in (1, 2, 1, 3)]
+    inner = CountingSegmenter()
+    plain = MemorylessSegmenter(inner)
+    for frame in frames:
+        plain.step(frame)
+    assert inner.calls == ["reset", "step"] * 4
+    cached_inner = CountingSegmenter()
+    cached = MemorylessSegmenter(cached_inner, cache=True)
+    outputs = [cached.step(frame) for frame in frames]
+    assert cached_inner.steps == 3 and outputs[2] is outputs[0]
+    assert cached.class_names == ("a", "b")
+
+
+def _square(top: int, left: int) -> np.ndarray:
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[top:top + 10, left:left + 10] = True
+    return mask
+
+
+def _video(drop: Sequence[int] = ()) -> tuple[list[FrameObjects], list[FrameObjects]]:
+    """Two objects over 6 frames; the prediction is exact except on the frames in `drop`,
+    where it misses both objects."""
+    gt, pred = [], []
+    for t in range(6):
+        masks = [_square(2, 2 + t), _square(18, 20 - t)]
+        gt.append(FrameObjects.from_masks([1, 2], masks, class_ids=[0, 1]))
+        if t in drop:
+            pred.append(FrameObjects.from_masks([], [], scores=[], class_ids=[]))
+        else:
+            pred.append(FrameObjects.from_masks([7, 8], masks, scores=[0.9, 0.8],
+                                                class_ids=[0, 1]))
+    return gt, pred
+
+
+def test_split_scores_of_exact_predictions_are_perfect() -> None:
+    run = Run()
+    gt, pred = _video()
+    run.add(gt, pred, ("", "", "blur", "", "", "noise"), (32, 32))
+    scores = split_scores(run, num_classes=2)
+    assert scores.video_ap == pytest.approx(1.0) and scores.ap50 == pytest.approx(1.0)
+    assert scores.j_and_f == pytest.approx(1.0)
+    assert scores.j_and_f_degraded == pytest.approx(1.0)
+    assert scores.degraded_frames == 2
+    assert scores.idf1 == pytest.approx(1.0) and scores.id_switches == 0
+
+
+def test_missing_degraded_frames_score_zero_there_and_lower_the_whole_video() -> None:
+    run = Run()
+    gt, pred = _video(drop=(2, 5))
+    run.add(gt, pred, ("", "", "blur", "", "", "noise"), (32, 32))
+    scores = split_scores(run, num_classes=2)
+    assert scores.j_and_f_degraded == 0.0
+    assert scores.j_and_f == pytest.approx(4 / 6)  # J = F = 1 on 4 of 6 frames, 0 on 2
+    assert scores.video_ap < 0.9
+    assert degraded_frames(run.tags) == [[2, 5]]
+
+
+def test_untagged_videos_have_no_degraded_frames() -> None:
+    run = Run()
+    gt, pred = _video()
+    run.add(gt, pred, (), (32, 32))
+    assert run.tags == [("",) * 6]
+    scores = split_scores(run, num_classes=2)
+    assert scores.degraded_frames == 0 and np.isnan(scores.j_and_f_degraded)
