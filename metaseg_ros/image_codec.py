@@ -178,13 +178,18 @@ def rgb_to_image_fields(rgb: np.ndarray) -> dict[str, Any]:
 
 
 def label_to_image_fields(labels: np.ndarray) -> dict[str, Any]:
-    """Fields of a sensor_msgs/Image (32SC1, little endian) holding (H, W) track ids."""
+    """Fields of a sensor_msgs/Image (little endian) holding (H, W) track ids: 32SC1 for
+    int32 labels, 16UC1 for uint16 ones."""
     if labels.ndim != 2:
         raise ValueError(f"expected a (H, W) label image, got {labels.shape}")
+    encodings = {np.dtype(np.int32): ("32SC1", "<i4"), np.dtype(np.uint16): ("16UC1", "<u2")}
+    if labels.dtype not in encodings:
+        raise ValueError(f"label images are int32 or uint16, got {labels.dtype}")
+    encoding, dtype = encodings[labels.dtype]
     height, width = labels.shape
-    data = np.ascontiguousarray(labels, dtype="<i4").tobytes()
-    return {"height": height, "width": width, "encoding": "32SC1", "is_bigendian": 0,
-            "step": width * 4, "data": data}
+    data = np.ascontiguousarray(labels, dtype=dtype).tobytes()
+    return {"height": height, "width": width, "encoding": encoding, "is_bigendian": 0,
+            "step": width * labels.dtype.itemsize, "data": data}
 
 
 COMPRESSED_FORMATS = ("jpeg", "png")

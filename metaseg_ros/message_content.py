@@ -3,8 +3,8 @@
 The node publishes rclpy messages (ros/messages.py) and replay records rosbags messages
 (eval/results_bag.py). Both build them here from the same TrackedFrame and differ only in
 the classes they pass in `MessageTypes`, so a results bag holds exactly what the node
-publishes: the source header (copied, not rebuilt), the instances with their RLE masks and
-tight boxes, the 32SC1 label image and the rgb8 overlay.
+publishes: the source header (copied, not rebuilt), the instances with their RLE masks,
+tight boxes and 3-D from depth, the label image (16UC1 or 32SC1) and the rgb8 overlay.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ INSTANCE_ARRAY_TYPE = "metaseg_ros/msg/InstanceMaskArray"
 INSTANCE_TYPE = "metaseg_ros/msg/InstanceMask"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 REGION_OF_INTEREST_TYPE = "sensor_msgs/msg/RegionOfInterest"
+POINT_TYPE = "geometry_msgs/msg/Point"
+ORIGIN = (0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -39,18 +41,36 @@ class MessageTypes:
     region_of_interest: Callable[..., Any]
     image: Callable[..., Any]
     byte_array: Callable[[bytes], Any]
+    point: Callable[..., Any]
 
     @classmethod
     def from_names(cls, types: dict[str, Any], byte_array: Callable[[bytes], Any]
                    ) -> MessageTypes:
         """From a mapping of ROS type names to classes (e.g. a rosbags typestore's types)."""
         return cls(types[INSTANCE_ARRAY_TYPE], types[INSTANCE_TYPE],
-                   types[REGION_OF_INTEREST_TYPE], types[IMAGE_TYPE], byte_array)
+                   types[REGION_OF_INTEREST_TYPE], types[IMAGE_TYPE], byte_array,
+                   types[POINT_TYPE])
+
+
+def no_geometry_fields(point: Callable[..., Any]) -> dict[str, Any]:
+    """InstanceMask's 3-D fields for an instance without 3-D (`point`: the library's
+    geometry_msgs/Point class), for writers that build InstanceMask themselves."""
+    return {"position_valid": False, "position": point(x=0.0, y=0.0, z=0.0),
+            "extent_min": point(x=0.0, y=0.0, z=0.0), "extent_max": point(x=0.0, y=0.0, z=0.0),
+            "depth_pixels": 0}
 
 
 def instance_msg(instance: TrackedInstance, types: MessageTypes) -> Any:
-    """One tracked instance as an InstanceMask (mask run-length encoded, see the .msg)."""
+    """One tracked instance as an InstanceMask (mask run-length encoded, see the .msg); the
+    3-D fields all zero and position_valid false without a position."""
     box = instance.bbox
+    geometry = instance.geometry
+    valid = geometry is not None and geometry.valid
+
+    def point(values: tuple[float, float, float] | None) -> Any:
+        x, y, z = values if valid and values is not None else ORIGIN
+        return types.point(x=x, y=y, z=z)
+
     return types.instance(
         track_id=int(instance.track_id),
         class_id=int(instance.class_id),
@@ -61,6 +81,11 @@ def instance_msg(instance: TrackedInstance, types: MessageTypes) -> Any:
         age=int(instance.age),
         hits=int(instance.hits),
         mask_rle=encode_rle(instance.mask, box),
+        position_valid=valid,
+        position=point(geometry.position if geometry else None),
+        extent_min=point(geometry.extent_min if geometry else None),
+        extent_max=point(geometry.extent_max if geometry else None),
+        depth_pixels=geometry.depth_pixels if geometry else 0,
     )
 
 
@@ -75,9 +100,11 @@ def _image_msg(fields: dict[str, Any], header: Any, types: MessageTypes) -> Any:
     return types.image(header=header, **fields)
 
 
-def label_image_msg(frame: TrackedFrame, header: Any, types: MessageTypes) -> Any:
-    """32SC1 image whose pixels hold track ids (0 = no instance), for costmap layers."""
-    labels = label_image(frame.instances, frame.height, frame.width)
+def label_image_msg(frame: TrackedFrame, header: Any, types: MessageTypes,
+                    encoding: str = "16UC1") -> Any:
+    """Image whose pixels hold track ids (0 = no instance), for costmap layers and viewers:
+    16UC1 (ids folded into 1..65535, visualization.fold_track_id) or 32SC1."""
+    labels = label_image(frame.instances, frame.height, frame.width, encoding)
     return _image_msg(label_to_image_fields(labels), header, types)
 
 

@@ -82,6 +82,27 @@ class FrameDetections:
     memory_fill: int = -1
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceGeometry:
+    """An instance's 3-D from depth, in the camera's optical frame (x right, y down, z
+    forward), in metres (metaseg_ros/geometry.py computes it).
+
+    position: robust centre, None when too few valid depth pixels lie inside the mask;
+    extent_min, extent_max: corners of the percentile box (None with position);
+    depth_pixels: valid depth pixels inside the mask, at the depth image's resolution.
+    """
+
+    position: tuple[float, float, float] | None
+    extent_min: tuple[float, float, float] | None
+    extent_max: tuple[float, float, float] | None
+    depth_pixels: int
+
+    @property
+    def valid(self) -> bool:
+        """Whether the instance has a 3-D position."""
+        return self.position is not None
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class TrackedInstance:
     """An instance with a persistent identity, as published to planners.
@@ -90,6 +111,7 @@ class TrackedInstance:
     bbox: the tight box of the mask; message encoding and label images read the mask only
         inside it.
     age: frames since the track was born, this one included; hits: frames it was seen.
+    geometry: 3-D from a depth image matched to the frame (None: no depth for this frame).
     """
 
     track_id: int
@@ -100,6 +122,7 @@ class TrackedInstance:
     bbox: BoundingBox
     age: int
     hits: int
+    geometry: InstanceGeometry | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)

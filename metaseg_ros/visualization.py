@@ -10,17 +10,36 @@ import numpy as np
 
 from metaseg_ros.results import BoundingBox, TrackedInstance
 
+# Label image encodings: 16UC1 shows in Foxglove's and RViz's image panels (colour maps
+# for 8/16-bit images), 32SC1 keeps more ids apart.
+LABEL_ENCODINGS: tuple[str, ...] = ("16UC1", "32SC1")
+_LABEL_LIMITS = {"16UC1": (65535, np.uint16), "32SC1": (2**31 - 1, np.int32)}
 
-def label_image(instances: Sequence[TrackedInstance], height: int, width: int) -> np.ndarray:
-    """(H, W) int32 image whose pixels hold the track id of their instance (0 = none).
+
+def fold_track_id(track_id: int, encoding: str = "16UC1") -> int:
+    """The pixel value of a track id in a label image: ids 1..N as they are, larger ids
+    folded back into 1..N, (id - 1) mod N + 1, with N = 65535 for 16UC1 and 2^31 - 1 for
+    32SC1. 0 stays 'no instance'; two live tracks share a value only when their ids differ
+    by a multiple of N."""
+    limit = _LABEL_LIMITS[encoding][0]
+    return (int(track_id) - 1) % limit + 1
+
+
+def label_image(instances: Sequence[TrackedInstance], height: int, width: int,
+                encoding: str = "32SC1") -> np.ndarray:
+    """(H, W) image whose pixels hold the track id of their instance (0 = none): int32 for
+    32SC1, uint16 for 16UC1, ids folded by fold_track_id.
 
     Where masks overlap, the higher-scoring instance wins. Each mask is read inside its box
     only (TrackedInstance.bbox holds every pixel of it).
     """
-    labels = np.zeros((height, width), dtype=np.int32)
+    if encoding not in _LABEL_LIMITS:
+        raise ValueError(f"label encoding must be one of {LABEL_ENCODINGS}, got {encoding!r}")
+    labels = np.zeros((height, width), dtype=_LABEL_LIMITS[encoding][1])
     for instance in sorted(instances, key=lambda inst: inst.score):
         rows, columns = _box_slices(instance.bbox, instance.mask.shape)
-        labels[rows, columns][instance.mask[rows, columns]] = instance.track_id
+        labels[rows, columns][instance.mask[rows, columns]] = \
+            fold_track_id(instance.track_id, encoding)
     return labels
 
 

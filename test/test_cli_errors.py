@@ -21,6 +21,7 @@ from metaseg_ros.cli.train import main as train_main
 from metaseg_ros.data.bag_format import metaseg_typestore
 from metaseg_ros.eval.evaluate import main as eval_main
 from metaseg_ros.masks import encode_rle
+from metaseg_ros.message_content import no_geometry_fields
 from metaseg_ros.model.checkpoint import save_checkpoint
 from metaseg_ros.model.config import get_config
 from metaseg_ros.model.metasegmenter import MetaSegmenter
@@ -76,7 +77,8 @@ def _bag(path: Path, gt_size: tuple[int, int] | None, with_images: bool = True) 
                                                             width=6, do_rectify=False)
             instance = types["metaseg_ros/msg/InstanceMask"](
                 track_id=1, class_id=0, class_name="person", score=1.0, bbox=box, age=1,
-                hits=1, mask_rle=encode_rle(mask))
+                hits=1, mask_rle=encode_rle(mask),
+                **no_geometry_fields(types["geometry_msgs/msg/Point"]))
             array = types["metaseg_ros/msg/InstanceMaskArray"](
                 header=header, height=gt_size[0], width=gt_size[1], instances=[instance])
             writer.write(truth, 1, store.serialize_cdr(array,

@@ -26,6 +26,7 @@ from metaseg_ros.data.bag_reader import BagVideoSource
 from metaseg_ros.data.bag_writer import write_bag
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
 from metaseg_ros.masks import encode_rle
+from metaseg_ros.message_content import no_geometry_fields
 
 CONFIG = SyntheticConfig(image_size=(72, 96), num_frames=5, min_visible_pixels=8)
 STAMP0 = 1_700_000_123 * 1_000_000_000 + 250_000_000
@@ -162,7 +163,9 @@ def _write_custom_bag(path: Path, frames: Sequence[dict], storage: str = "sqlite
                     track_id=track, class_id=0, class_name=name, score=0.9,
                     bbox=types["sensor_msgs/msg/RegionOfInterest"](
                         x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
-                    age=1, hits=1, mask_rle=encode_rle(mask)) for track, name, mask in frame["gt"]]
+                    age=1, hits=1, mask_rle=encode_rle(mask),
+                    **no_geometry_fields(types["geometry_msgs/msg/Point"]))
+                    for track, name, mask in frame["gt"]]
                 msg = types[GROUND_TRUTH_TYPE](header=header, height=height, width=width,
                                                instances=instances)
                 bag.write(truth, frame.get("gt_log", stamp),

@@ -121,7 +121,8 @@ def test_replay_with_ground_truth_both_storages(tmp_path, footage, params_file, 
              ) // 100_000_000
         expected = squares(t)
         assert len(instances.instances) == len(expected)
-        label_pixels = np.frombuffer(labels.data.tobytes(), "<i4").reshape(SIZE)
+        assert labels.encoding == "16UC1"  # the node's default label_encoding
+        label_pixels = np.frombuffer(labels.data.tobytes(), "<u2").reshape(SIZE)
         for instance in instances.instances:
             mask = decode_rle(instance.mask_rle, instances.height, instances.width)
             x, y, side = expected[instance.class_id]

@@ -127,7 +127,8 @@ def _main(argv: Sequence[str] | None) -> int:
     params = node_parameters(args.params_file) if args.params_file else {}
     options = dataclasses.replace(options, stream=StreamSettings(
         **{k.removeprefix(STREAM_PREFIX): v for k, v in params.items()
-           if k.startswith(STREAM_PREFIX)}))
+           if k.startswith(STREAM_PREFIX)}),
+        label_encoding=params.get("label_encoding", "16UC1"))
     if (args.output / "results").exists():
         raise UserError(f"{args.output / 'results'} already exists; choose another --output "
                         f"or remove it")

@@ -31,6 +31,11 @@ video name).
 Reading and writing use the pure-Python `rosbags` package; the custom message types are
 registered from this package's ``msg/*.msg`` files (the source tree's, or the installed
 ``share/metaseg_ros/msg``). No rclpy is imported.
+
+Bags recorded before InstanceMask had its 3-D fields (position_valid, position, extent_min,
+extent_max, depth_pixels) stay readable: their topic's type hash (or, in a bag without
+hashes, the bytes themselves) selects the earlier definition, and their messages read as
+before, without those fields.
 """
 
 from __future__ import annotations
@@ -74,6 +79,20 @@ def _find_message_dir() -> Path:
                             f"InstanceMaskArray.msg) not found; searched {searched}")
 
 
+# InstanceMask before the 3-D fields; only the fields count for the type hash and the bytes.
+LEGACY_INSTANCE_MASK = """uint32 track_id
+uint16 class_id
+string class_name
+float32 score
+sensor_msgs/RegionOfInterest bbox
+uint32 age
+uint32 hits
+uint32[] mask_rle
+"""
+LEGACY_INSTANCE_ARRAY_HASH = \
+    "RIHS01_3d57565a1155f0d46426ab235738041ab05cb501bf4775b0c70215ca2d0d8c7e"
+
+
 @cache
 def metaseg_typestore() -> Typestore:
     """A rosbags type store of ROS 2 Kilted's messages plus metaseg_ros/msg/*."""
@@ -87,6 +106,46 @@ def metaseg_typestore() -> Typestore:
         types.update(get_types_from_msg(text, f"metaseg_ros/msg/{name}"))
     store.register(types)
     return store
+
+
+@cache
+def legacy_typestore() -> Typestore:
+    """A type store whose InstanceMask(Array) is the definition before the 3-D fields."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    types: dict[str, Any] = dict(get_types_from_msg(LEGACY_INSTANCE_MASK,
+                                                    "metaseg_ros/msg/InstanceMask"))
+    text = (_find_message_dir() / "InstanceMaskArray.msg").read_text()
+    types.update(get_types_from_msg(text, GROUND_TRUTH_TYPE))
+    store.register(types)
+    return store
+
+
+def instance_array_stores(digest: str, where: str) -> tuple[Typestore, ...]:
+    """The type stores to decode InstanceMaskArray messages recorded with type hash
+    `digest` ('' where the bag has none: the current definition, then the earlier one);
+    ValueError for a definition this package never had."""
+    current = metaseg_typestore()
+    if not digest.startswith("RIHS01_") or digest == current.hash_rihs01(GROUND_TRUTH_TYPE):
+        return (current, legacy_typestore()) if not digest.startswith("RIHS01_") else (current,)
+    if digest == LEGACY_INSTANCE_ARRAY_HASH:
+        return (legacy_typestore(),)
+    raise ValueError(f"{where} was recorded with another definition of {GROUND_TRUTH_TYPE} "
+                     f"({digest}; this package's is {current.hash_rihs01(GROUND_TRUTH_TYPE)}, "
+                     f"before the 3-D fields {LEGACY_INSTANCE_ARRAY_HASH})")
+
+
+def deserialize_instance_array(data: bytes | memoryview, stores: tuple[Typestore, ...]) -> Any:
+    """An InstanceMaskArray from CDR bytes with the first of `stores` that decodes them
+    (the current definition reads no earlier message: it needs more bytes per instance)."""
+    error: Exception | None = None
+    for store in stores:
+        try:
+            return store.deserialize_cdr(data, GROUND_TRUTH_TYPE)
+        except Exception as failure:  # rosbags raises assorted errors on foreign bytes
+            error = failure
+    raise ValueError(f"cannot decode an {GROUND_TRUTH_TYPE} message: {error}") from error
 
 
 def stamp_ns(header: Any) -> int:

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,13 +17,18 @@ from metaseg_ros.data.bag_format import (
     COMPRESSED_IMAGE_TYPE,
     GROUND_TRUTH_TYPE,
     IMAGE_TYPE,
+    deserialize_instance_array,
     find_bags,
+    instance_array_stores,
     metaseg_typestore,
     stamp_ns,
 )
 from metaseg_ros.data.types import ClassMapper, ClipSample, VideoSource
 from metaseg_ros.image_codec import compressed_to_rgb, image_to_rgb
 from metaseg_ros.masks import decode_rle
+
+if TYPE_CHECKING:
+    from rosbags.typesys.store import Typestore
 
 # Requested frames closer than this (in frames) are read in one pass over the bag.
 _MAX_FRAME_GAP_PER_READ = 4
@@ -62,13 +67,10 @@ def topic_info(reader: BagReader, topic: str, expected_types: Sequence[str],
     return info
 
 
-def check_definition(info: TopicInfo, path: Path) -> None:
-    """Refuse ground truth recorded with another InstanceMaskArray definition (hash)."""
-    expected = metaseg_typestore().hash_rihs01(GROUND_TRUTH_TYPE)
-    if info.digest.startswith("RIHS01_") and info.digest != expected:
-        raise ValueError(f"{path}: topic {info.name!r} was recorded with another "
-                         f"definition of {GROUND_TRUTH_TYPE} ({info.digest}; this "
-                         f"package's is {expected})")
+def check_definition(info: TopicInfo, path: Path) -> tuple[Typestore, ...]:
+    """The type stores that decode this ground-truth topic (the current InstanceMaskArray or
+    the one before the 3-D fields); ValueError for any other definition (by type hash)."""
+    return instance_array_stores(info.digest, f"{path}: topic {info.name!r}")
 
 
 def _index_bag(path: Path, image_topic: str, gt_topic: str, mapper: ClassMapper) -> _BagVideo:
@@ -80,10 +82,11 @@ def _index_bag(path: Path, image_topic: str, gt_topic: str, mapper: ClassMapper)
     with BagReader(path) as reader:
         image_type = topic_info(reader, image_topic, (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE),
                                 "image").msgtype
-        check_definition(topic_info(reader, gt_topic, (GROUND_TRUTH_TYPE,), "ground-truth"),
-                         path)
+        truth_stores = check_definition(
+            topic_info(reader, gt_topic, (GROUND_TRUTH_TYPE,), "ground-truth"), path)
         for raw in reader.messages([image_topic, gt_topic]):
-            msg = store.deserialize_cdr(raw.data, raw.msgtype)
+            msg = deserialize_instance_array(raw.data, truth_stores) if raw.topic == gt_topic \
+                else store.deserialize_cdr(raw.data, raw.msgtype)
             stamp = stamp_ns(msg.header)
             table = images if raw.topic == image_topic else truth
             if stamp in table:
@@ -194,6 +197,7 @@ class BagVideoSource(VideoSource):
         images: dict[int, Any] = {}
         truth: dict[int, Any] = {}
         with BagReader(video.path) as reader:
+            truth_stores = check_definition(reader.topics[self.gt_topic], video.path)
             for group in _read_groups(indices):
                 frames = [video.frames[t] for t in group]
                 image_times = {f.image_log_time for f in frames}
@@ -205,7 +209,8 @@ class BagVideoSource(VideoSource):
                     is_image = raw.topic == self.image_topic
                     if raw.log_time not in (image_times if is_image else gt_times):
                         continue
-                    msg = store.deserialize_cdr(raw.data, raw.msgtype)
+                    msg = store.deserialize_cdr(raw.data, raw.msgtype) if is_image else \
+                        deserialize_instance_array(raw.data, truth_stores)
                     stamp = stamp_ns(msg.header)
                     if stamp in wanted:
                         (images if is_image else truth)[stamp] = msg

@@ -23,6 +23,7 @@ from metaseg_ros.data.bag_format import (
 from metaseg_ros.data.types import VideoSource
 from metaseg_ros.image_codec import encode_compressed, rgb_to_image_fields
 from metaseg_ros.masks import encode_rle
+from metaseg_ros.message_content import POINT_TYPE, no_geometry_fields
 from metaseg_ros.results import BoundingBox
 
 
@@ -95,7 +96,7 @@ class _VideoBagWriter:
                 track_id=track_id, class_id=int(class_id),
                 class_name=self.class_names[int(class_id)], score=1.0, bbox=box,
                 age=frame_number - self.first_seen[track_id] + 1, hits=self.hits[track_id],
-                mask_rle=encode_rle(mask)))
+                mask_rle=encode_rle(mask), **no_geometry_fields(self.types[POINT_TYPE])))
         truth = self.types[GROUND_TRUTH_TYPE](header=header, height=height, width=width,
                                               instances=instances)
         self.writer.write(self.image_connection, stamp,

@@ -24,7 +24,11 @@ import numpy as np
 from PIL import Image
 
 from metaseg_ros.data.bag_access import BagReader
-from metaseg_ros.data.bag_format import GROUND_TRUTH_TYPE, metaseg_typestore, stamp_ns
+from metaseg_ros.data.bag_format import (
+    GROUND_TRUTH_TYPE,
+    deserialize_instance_array,
+    stamp_ns,
+)
 from metaseg_ros.data.bag_reader import check_definition, topic_info
 from metaseg_ros.data.davis import VOID_LABEL
 from metaseg_ros.data.ytvis import decode_segmentation
@@ -60,12 +64,11 @@ class BagTopicTruth:
     """InstanceMaskArray messages of a bag topic, by header stamp."""
 
     def __init__(self, reader: BagReader, topic: str) -> None:
-        check_definition(topic_info(reader, topic, (GROUND_TRUTH_TYPE,), "ground-truth"),
-                         reader.path)
-        store = metaseg_typestore()
+        stores = check_definition(
+            topic_info(reader, topic, (GROUND_TRUTH_TYPE,), "ground-truth"), reader.path)
         self._messages: dict[int, Any] = {}
         for raw in reader.messages([topic]):
-            msg = store.deserialize_cdr(raw.data, raw.msgtype)
+            msg = deserialize_instance_array(raw.data, stores)
             stamp = stamp_ns(msg.header)
             if stamp in self._messages:
                 raise ValueError(f"{reader.path}: two messages on {topic!r} with stamp {stamp} ns")

@@ -69,6 +69,7 @@ class ReplayOptions:
     storage: str = "mcap"
     namespace: str = ""
     progress: bool = True
+    label_encoding: str = "16UC1"  # of instance_labels, as the node's parameter
     # When a frame starts a new stream (stamp backwards, a jump, another frame_id or size):
     # the node's rule (inference/stream.py), so a looped bag resets as it does on the robot.
     stream: StreamSettings = field(default_factory=StreamSettings)
@@ -240,7 +241,8 @@ def _replay_bag(reader: BagReader, name: str, results: Path, video_path: Path,
     paced_from: tuple[float, int] | None = None
     with ResultsBagWriter(results, options.storage, options.namespace,
                           topic.name if options.write_images else None, topic.msgtype,
-                          options.labels, options.overlay_topic) as writer, \
+                          options.labels, options.overlay_topic,
+                          options.label_encoding) as writer, \
             tqdm(total=total, unit="frame", desc=name, disable=not options.progress,
                  dynamic_ncols=True) as progress:
         for frame in frames:

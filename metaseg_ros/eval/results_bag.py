@@ -2,11 +2,11 @@
 
 A rosbag2 (MCAP or sqlite3, written with `rosbags`, no rclpy) with the node's topics under
 `namespace`: ``instances`` (InstanceMaskArray with the input image's header), optionally
-``instance_labels`` (32SC1) and ``overlay`` (rgb8), and the input images themselves (their
-CDR bytes copied unchanged) on their own topic. Every message is logged at the log time of
-its input image, so `ros2 bag play`, Foxglove, rosbags and mcap-ros2-support show the
-results in step with the camera. Message content comes from metaseg_ros.message_content,
-the code the node's messages come from.
+``instance_labels`` (16UC1 or 32SC1, the node's `label_encoding`) and ``overlay`` (rgb8),
+and the input images themselves (their CDR bytes copied unchanged) on their own topic.
+Every message is logged at the log time of its input image, so `ros2 bag play`,
+Foxglove, rosbags and mcap-ros2-support show the results in step with the camera. Message
+content comes from metaseg_ros.message_content, the code the node's messages come from.
 """
 
 from __future__ import annotations
@@ -43,12 +43,14 @@ class ResultsBagWriter:
 
     def __init__(self, path: str | Path, storage: str = "mcap", namespace: str = "",
                  image_topic: str | None = None, image_type: str = IMAGE_TYPE,
-                 labels: bool = False, overlay: bool = False) -> None:
+                 labels: bool = False, overlay: bool = False,
+                 label_encoding: str = "16UC1") -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         if storage not in STORAGES:
             raise ValueError(f"storage {storage!r} not in {STORAGES}")
         self.path = Path(path)
+        self.label_encoding = label_encoding
         self.store = metaseg_typestore()
         self.types = MessageTypes.from_names(self.store.types, _uint8_array)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +85,8 @@ class ResultsBagWriter:
         self._write(self._instances, log_time, instance_array_msg(frame, header, self.types),
                     INSTANCE_ARRAY_TYPE)
         if self._labels is not None:
-            self._write(self._labels, log_time, label_image_msg(frame, header, self.types),
+            self._write(self._labels, log_time, label_image_msg(frame, header, self.types,
+                                                                self.label_encoding),
                         IMAGE_TYPE)
         if self._overlay is not None and overlay_rgb is not None:
             self._write(self._overlay, log_time, rgb_image_msg(overlay_rgb, header, self.types),

@@ -7,6 +7,7 @@ classes), so the node's messages and a results bag hold the same fields.
 from __future__ import annotations
 
 import numpy as np
+from geometry_msgs.msg import Point
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
 
@@ -17,7 +18,8 @@ from metaseg_ros.msg import InstanceMask, InstanceMaskArray
 from metaseg_ros.results import TrackedFrame, TrackedInstance
 
 RCLPY_TYPES = MessageTypes(instance_array=InstanceMaskArray, instance=InstanceMask,
-                           region_of_interest=RegionOfInterest, image=Image, byte_array=bytes)
+                           region_of_interest=RegionOfInterest, image=Image, byte_array=bytes,
+                           point=Point)
 
 
 def instance_to_msg(instance: TrackedInstance) -> InstanceMask:
@@ -35,9 +37,10 @@ def decode_instance_mask(instance: InstanceMask, height: int, width: int) -> np.
     return decode_rle(np.asarray(instance.mask_rle, dtype=np.int64), height, width)
 
 
-def label_image_msg(frame: TrackedFrame, header: Header) -> Image:
-    """32SC1 image whose pixels hold track ids (0 = no instance), for costmap layers."""
-    return message_content.label_image_msg(frame, header, RCLPY_TYPES)
+def label_image_msg(frame: TrackedFrame, header: Header, encoding: str = "16UC1") -> Image:
+    """Image whose pixels hold track ids (0 = no instance): 16UC1 (ids folded into
+    1..65535) or 32SC1."""
+    return message_content.label_image_msg(frame, header, RCLPY_TYPES, encoding)
 
 
 def overlay_msg(rgb: np.ndarray, frame: TrackedFrame, header: Header) -> Image:
