@@ -30,6 +30,8 @@ TORCH_FREE_MODULES = (
     "metaseg_ros.eval.hota", "metaseg_ros.eval.davis", "metaseg_ros.eval.vis",
     "metaseg_ros.eval.scoring", "metaseg_ros.eval.subsets", "metaseg_ros.eval.results_bag",
     "metaseg_ros.cli.make_synthetic",
+    "metaseg_ros.geometry", "metaseg_ros.stamp_match", "metaseg_ros.outlines",
+    "metaseg_ros.inference.cameras",
 )
 BLOCK_TORCH = "import sys\nfor _name in ('torch', 'torchvision'): sys.modules[_name] = None\n"
 

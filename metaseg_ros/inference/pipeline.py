@@ -99,12 +99,16 @@ class PerceptionPipeline:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {rgb.shape} {rgb.dtype}")
         start = time.perf_counter()
         detections = self.segmenter.step(rgb)
-        segmented = time.perf_counter()
+        return self.track(detections, (time.perf_counter() - start) * 1e3)
+
+    def track(self, detections: FrameDetections, segment_ms: float) -> TrackedFrame:
+        """Track one frame's detections, segmented by `step` or with other cameras' frames
+        in one batch (inference/cameras.py) in `segment_ms`."""
+        start = time.perf_counter()
         instances = self.tracker.update(detections)
-        tracked = time.perf_counter()
         return TrackedFrame(
             height=detections.height, width=detections.width, instances=instances,
-            timings_ms={"segment": (segmented - start) * 1e3, "track": (tracked - segmented) * 1e3},
+            timings_ms={"segment": segment_ms, "track": (time.perf_counter() - start) * 1e3},
             live_tracks=self.tracker.live_track_count, memory_fill=detections.memory_fill)
 
     def reset(self, cause: str = "requested") -> None:

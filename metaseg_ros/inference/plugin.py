@@ -14,7 +14,7 @@ import importlib
 from metaseg_ros.inference.pipeline import PerceptionPipeline, PipelineInfo
 from metaseg_ros.inference.settings import PipelineSettings
 from metaseg_ros.results import Segmenter
-from metaseg_ros.tracking import Tracker
+from metaseg_ros.tracking import Tracker, TrackIds
 
 
 def load_segmenter_plugin(spec: str) -> Segmenter:
@@ -28,12 +28,14 @@ def load_segmenter_plugin(spec: str) -> Segmenter:
     return segmenter
 
 
-def plugin_pipeline(settings: PipelineSettings, first_track_id: int = 1) -> PerceptionPipeline:
-    """The plugin named by settings.model.segmenter with the configured tracker."""
+def plugin_pipeline(settings: PipelineSettings, first_track_id: int = 1,
+                    ids: TrackIds | None = None) -> PerceptionPipeline:
+    """The plugin named by settings.model.segmenter with the configured tracker (ids: an id
+    counter shared with other cameras' trackers)."""
     if not settings.model.segmenter:
         raise ValueError("plugin_pipeline needs settings.model.segmenter")
     segmenter = load_segmenter_plugin(settings.model.segmenter)
     tracker = Tracker(settings.tracker, class_names=segmenter.class_names,
-                      first_track_id=first_track_id)
+                      first_track_id=first_track_id, ids=ids)
     info = PipelineInfo(description=f"plugin {settings.model.segmenter}")
     return PerceptionPipeline(segmenter, tracker, info, set_postprocess=None)

@@ -16,9 +16,11 @@ import numpy as np
 import torch
 
 from metaseg_ros.inference.postprocess import select_instances
-from metaseg_ros.inference.preprocess import letterbox_image
+from metaseg_ros.inference.preprocess import Letterbox, letterbox_image
 from metaseg_ros.inference.runner import ModelRunner
 from metaseg_ros.inference.settings import PostprocessSettings
+from metaseg_ros.model.memory import MemoryState
+from metaseg_ros.model.metasegmenter import NetworkOutput
 from metaseg_ros.results import FrameDetections
 
 
@@ -53,11 +55,25 @@ class StreamingSegmenter:
 
     def step(self, image: np.ndarray) -> FrameDetections:
         """Segment one (H, W, 3) uint8 RGB frame and advance the memory."""
+        images, letterbox = self.prepare(image)
+        output = self.runner(images, self._memory)
+        return self.finish(output, letterbox)
+
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, Letterbox]:
+        """The network input of one frame (1, 3, S, S) and how it was letterboxed."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-        images, letterbox = letterbox_image(image, self.config.image_size,
-                                            self.config.pixel_mean, self.preprocess_device)
-        output = self.runner(images, self._memory)
+        return letterbox_image(image, self.config.image_size, self.config.pixel_mean,
+                               self.preprocess_device)
+
+    @property
+    def memory(self) -> MemoryState:
+        """The memory ring the next frame is segmented with (batch of one)."""
+        return self._memory
+
+    def finish(self, output: NetworkOutput, letterbox: Letterbox) -> FrameDetections:
+        """This frame's instances from the network's output (batch of one), and the new
+        memory kept for the next frame."""
         # Read after the call: a runner that fell back restarted from an empty memory.
         memory_fill = min(self.frames_since_reset, self.config.memory_frames)
         self._memory = output.memory
@@ -80,3 +96,33 @@ class StreamingSegmenter:
     def set_postprocess(self, settings: PostprocessSettings) -> None:
         """Use new thresholds from the next frame on (they were validated when made)."""
         self.settings = settings
+
+
+def step_batch(segmenters: Sequence[StreamingSegmenter], images: Sequence[np.ndarray]
+               ) -> list[FrameDetections]:
+    """One frame for each segmenter (each its own camera and memory) through their shared
+    runner in one call: the inputs and memories stacked along the batch, the outputs split.
+    The runner must take a batch (runner_takes_batch)."""
+    runner = segmenters[0].runner
+    if any(segmenter.runner is not runner for segmenter in segmenters):
+        raise ValueError("step_batch needs segmenters that share one runner")
+    prepared = [segmenter.prepare(image) for segmenter, image in
+                zip(segmenters, images, strict=True)]
+    batch = torch.cat([inputs for inputs, _ in prepared])
+    memory = MemoryState(*(torch.cat(parts) for parts in
+                           zip(*(segmenter.memory for segmenter in segmenters), strict=True)))
+    output = runner(batch, memory)
+    detections = []
+    for index, (segmenter, (_, letterbox)) in enumerate(zip(segmenters, prepared, strict=True)):
+        part = slice(index, index + 1)
+        single = NetworkOutput(output.class_logits[part], output.mask_logits[part],
+                               output.query_embeddings[part],
+                               MemoryState(*(t[part] for t in output.memory)))
+        detections.append(segmenter.finish(single, letterbox))
+    return detections
+
+
+def runner_takes_batch(runner: ModelRunner) -> bool:
+    """Whether a runner takes several frames in one call (eager PyTorch does; exported
+    programs, ONNX Runtime, CUDA graphs and TensorRT engines are fixed at one frame)."""
+    return bool(getattr(runner, "takes_batch", False))

@@ -7,6 +7,7 @@ association and the track lifecycle.
 
 from metaseg_ros.tracking.assignment import Assignment, assign
 from metaseg_ros.tracking.config import TrackerConfig
+from metaseg_ros.tracking.ids import TrackIds
 from metaseg_ros.tracking.mask_summary import (
     MaskSummary,
     pairwise_intersection,
@@ -20,6 +21,7 @@ __all__ = [
     "MAX_TRACK_ID",
     "Assignment",
     "MaskSummary",
+    "TrackIds",
     "TrackSnapshot",
     "TrackState",
     "Tracker",

@@ -41,6 +41,7 @@ import numpy as np
 from metaseg_ros.results import Detection, FrameDetections, TrackedInstance
 from metaseg_ros.tracking.assignment import assign
 from metaseg_ros.tracking.config import TrackerConfig
+from metaseg_ros.tracking.ids import MAX_TRACK_ID, TrackIds
 from metaseg_ros.tracking.mask_summary import (
     BoxOverlap,
     MaskSummary,
@@ -50,7 +51,7 @@ from metaseg_ros.tracking.mask_summary import (
 )
 from metaseg_ros.tracking.track import Track, TrackSnapshot, TrackState
 
-MAX_TRACK_ID = 2**32 - 1
+__all__ = ["MAX_TRACK_ID", "TrackIds", "Tracker"]
 _EPS = 1e-12
 # OpenBLAS runs a matrix product on several threads above ~2**19 multiply-adds; on a busy
 # machine (the model's threads, other processes) that made a 50 x 50 x 256 product take
@@ -80,16 +81,15 @@ class Tracker:
     """Assigns persistent track ids to the instances of successive frames (see module doc)."""
 
     def __init__(self, config: TrackerConfig, class_names: Sequence[str], *,
-                 first_track_id: int = 1) -> None:
+                 first_track_id: int = 1, ids: TrackIds | None = None) -> None:
+        """ids: the id counter, shared with the trackers of other cameras (default: this
+        tracker's own, starting at first_track_id)."""
         if not class_names:
             raise ValueError("class_names must not be empty")
-        if not 1 <= first_track_id <= MAX_TRACK_ID:
-            raise ValueError(f"first_track_id must be in [1, {MAX_TRACK_ID}]")
         self.config = config
         self.class_names = tuple(class_names)
-        self._next_id = first_track_id
+        self._ids = ids if ids is not None else TrackIds(first_track_id)
         self._tracks: list[Track] = []
-        self._ids_in_use: set[int] = set()
         self._embedding_dim: int | None = None
 
     @property
@@ -109,12 +109,13 @@ class Tracker:
     @property
     def next_track_id(self) -> int:
         """The id the next confirmed track will get."""
-        return self._next_id
+        return self._ids.next_id
 
     def reset(self) -> None:
         """Drop all tracks (start of a new video). Ids keep increasing afterwards."""
+        for track in self._tracks:
+            self._ids.release(track.track_id)
         self._tracks = []
-        self._ids_in_use.clear()
         self._embedding_dim = None
 
     def update(self, frame: FrameDetections) -> tuple[TrackedInstance, ...]:
@@ -132,7 +133,7 @@ class Tracker:
             if index not in unmatched_tracks or self._survives_miss(track):
                 survivors.append(track)
             else:
-                self._ids_in_use.discard(track.track_id)
+                self._ids.release(track.track_id)
         births = self._births(candidates, unmatched_detections,
                               [det for det, _ in matches])
         for det_index in births:
@@ -333,12 +334,7 @@ class Tracker:
         track.track_id = self._allocate_id()
 
     def _allocate_id(self) -> int:
-        while True:
-            candidate = self._next_id
-            self._next_id = candidate + 1 if candidate < MAX_TRACK_ID else 1
-            if candidate not in self._ids_in_use:
-                self._ids_in_use.add(candidate)
-                return candidate
+        return self._ids.allocate()
 
     def _published(self, candidates: _Candidates) -> tuple[TrackedInstance, ...]:
         published = []

@@ -46,6 +46,9 @@ class EagerRunner:
                             if isinstance(m, MultiScaleDeformableAttention)]
         self.config: MetaSegConfig = model.config
 
+    # Any batch of frames in one call (several cameras: inference/cameras.py).
+    takes_batch = True
+
     def initial_memory(self) -> MemoryState:
         """An empty memory ring on the runner's device."""
         return self.model.initial_memory(1, device=self.device)

@@ -51,9 +51,21 @@ class FallbackRunner:
         """The runner in use."""
         return self._active
 
+    @property
+    def takes_batch(self) -> bool:
+        """Whether the runner in use takes several frames in one call."""
+        return bool(getattr(self._active, "takes_batch", False))
+
     def initial_memory(self) -> MemoryState:
         """An empty memory ring in the form the runner in use consumes."""
         return self._active.initial_memory()
+
+    def _empty_memory(self, batch_size: int) -> MemoryState:
+        """An empty memory of the runner in use for `batch_size` frames."""
+        empty = self._active.initial_memory()
+        if batch_size == 1:
+            return empty
+        return MemoryState(*(torch.cat([part] * batch_size) for part in empty))
 
     def __call__(self, images: torch.Tensor, memory: MemoryState) -> NetworkOutput:
         """One step; on a failure, the same frame on the next runner, from an empty memory."""
@@ -67,7 +79,7 @@ class FallbackRunner:
                     raise
                 self._log(reason)
                 self._switch(reason)
-                memory = self._active.initial_memory()
+                memory = self._empty_memory(int(images.shape[0]))
 
     def _switch(self, reason: str) -> None:
         while self._fallbacks:
