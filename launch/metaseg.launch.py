@@ -3,7 +3,9 @@
     ros2 launch metaseg_ros metaseg.launch.py image:=/camera/image_raw
     ros2 launch metaseg_ros metaseg.launch.py lifecycle:=true autostart:=true
 
-Arguments: image (input topic; the compressed input is <image>/compressed), params_file,
+Arguments: image (input topic; the compressed input is <image>/compressed), depth and
+camera_info (with the parameter depth.enabled: the registered depth image and the camera's
+calibration), params_file,
 namespace, use_sim_time, backend (auto | eager | cudagraph | onnxruntime | tensorrt |
 tensorrt_engine | exported; when given it overrides the params file, which says `auto` by default),
 fastdds_profile (the shared-memory transport profile that lets large best-effort images
@@ -52,6 +54,8 @@ def _metaseg_node(context: LaunchContext) -> list[Node]:
             remappings=[
                 ("image", image),
                 ("image/compressed", [image, "/compressed"]),
+                ("depth", LaunchConfiguration("depth")),
+                ("camera_info", LaunchConfiguration("camera_info")),
             ],
             output="screen",
             emulate_tty=True,
@@ -65,6 +69,12 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
         DeclareLaunchArgument("image", default_value="/camera/image_raw",
                               description="sensor_msgs/Image topic to segment"),
+        DeclareLaunchArgument("depth", default_value="/camera/depth_registered/image_raw",
+                              description="Depth image registered to the camera (16UC1 mm or "
+                                          "32FC1 m), used with depth.enabled"),
+        DeclareLaunchArgument("camera_info", default_value="/camera/camera_info",
+                              description="sensor_msgs/CameraInfo of the camera, used with "
+                                          "depth.enabled"),
         DeclareLaunchArgument("params_file",
                               default_value=PathJoinSubstitution([share, "config", "metaseg.yaml"]),
                               description="Node parameters (YAML)"),

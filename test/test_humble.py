@@ -49,14 +49,15 @@ def test_lifecycle_node_subscribes_with_the_message_lost_event(rclpy_context, mo
     try:
         node.runtime.event_callbacks_type = callbacks
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert node.runtime.pipeline is not None and node.runtime._subscription is None
+        camera = node.runtime.cameras[""]  # the only camera (no `cameras` parameter)
+        assert node.runtime.pipeline is not None and camera.subscription is None
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        subscription = node.runtime._subscription
+        subscription = camera.subscription
         assert subscription is not None and len(message_lost_handlers(subscription)) == 1
-        node.runtime._on_message_lost(type("Info", (), {"total_count_change": 3})())
-        assert node.runtime.stats.lost_in_transport == 3
+        camera.on_message_lost(type("Info", (), {"total_count_change": 3})())
+        assert camera.stats.lost_in_transport == 3
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-        assert node.runtime._subscription is None
+        assert camera.subscription is None
     finally:
         node.shutdown()
         node.destroy_node()

@@ -105,6 +105,8 @@ def test_launch_file_matches_launch_command() -> None:
     compressed = remaps[1].elts[1].elts  # [image, "/compressed"]
     assert launch_configuration(compressed[0], variables) == "image"
     assert compressed[1].value == "/compressed"
+    assert [launch_configuration(r.elts[1], variables) for r in remaps[2:]] == \
+        ["depth", "camera_info"]
 
 
 def test_command_line_is_what_launch_ros_builds(tmp_path: Path) -> None:
@@ -116,7 +118,9 @@ def test_command_line_is_what_launch_ros_builds(tmp_path: Path) -> None:
     assert argv == ["/bin/metaseg_node", "--ros-args", "-r", "__node:=metaseg_node",
                     "-r", "__ns:=/robot1", "--params-file", "/p/metaseg.yaml",
                     "--params-file", str(overrides), "-r", "image:=/cam/front",
-                    "-r", "image/compressed:=/cam/front/compressed"]
+                    "-r", "image/compressed:=/cam/front/compressed",
+                    "-r", "depth:=/camera/depth_registered/image_raw",
+                    "-r", "camera_info:=/camera/camera_info"]
     written = yaml.safe_load(overrides.read_text())
     assert written == {"/robot1/metaseg_node": {"ros__parameters": {
         "use_sim_time": True, "backend": "onnxruntime"}}}

@@ -271,8 +271,9 @@ def test_label_image_and_overlay_while_subscribed(model_node, probe):
                       if m.header.stamp.sec == stamp)
     overlay = next(m for m in probe.messages("/robot1/overlay") if m.header.stamp.sec == stamp)
     instances = next(m for m in probe.messages("/robot1/instances") if m.header.stamp.sec == stamp)
-    assert labels_msg.encoding == "32SC1" and (labels_msg.height, labels_msg.width) == (90, 70)
-    labels = np.frombuffer(bytes(labels_msg.data), dtype="<i4").reshape(90, 70)
+    # label_encoding's default, 16UC1: ids below 65536 as they are.
+    assert labels_msg.encoding == "16UC1" and (labels_msg.height, labels_msg.width) == (90, 70)
+    labels = np.frombuffer(bytes(labels_msg.data), dtype="<u2").reshape(90, 70)
     assert overlay.encoding == "rgb8" and (overlay.height, overlay.width) == (90, 70)
     assert len(overlay.data) == 90 * 70 * 3
     assert set(np.unique(labels)) - {0} <= {i.track_id for i in instances.instances}

@@ -58,7 +58,7 @@ def test_live_thresholds_are_validated_then_applied(rclpy_context, post_set_call
     node = MetaSegNode(post_set_callbacks=post_set_callbacks, parameter_overrides=[
         Parameter("backend", value="eager")])
     try:
-        segmenter = node.runtime.pipeline.segmenter
+        segmenter = node.runtime.pipeline[""].segmenter  # the only camera
         assert segmenter.settings.score_threshold == 0.5
         results = node.set_parameters([Parameter("score_threshold", value=1.5)])
         assert not results[0].successful and "score_threshold" in results[0].reason

@@ -45,6 +45,14 @@ class NodeStats:
     instances_last_frame: int = 0
     live_tracks: int = -1
     memory_fill: int = -1
+    # Depth (depth.enabled): frames given a depth image, frames without one within the
+    # tolerance, depth images or camera_info that could not be used.
+    depth_enabled: bool = False
+    depth_matched: int = 0
+    depth_unmatched: int = 0
+    depth_invalid: int = 0
+    # Frames that went through the network in one batch with other cameras' frames.
+    batched: int = 0
     received_times: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     processed_times: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
@@ -174,6 +182,11 @@ def build_report(stats: NodeStats, info: PipelineInfo, resets: Mapping[str, int]
         values["memory_frames_filled"] = stats.memory_fill
     if last_input is not None:
         values["seconds_since_last_input"] = round(now - last_input, 2)
+    if stats.depth_enabled:
+        values.update(depth_matched=stats.depth_matched, depth_unmatched=stats.depth_unmatched,
+                      depth_invalid=stats.depth_invalid)
+    if stats.batched:
+        values["frames_batched"] = stats.batched
     for cause, count in sorted(resets.items()):
         values[f"resets_{cause}"] = count
     return Report(level, message, {key: str(value) for key, value in values.items()})

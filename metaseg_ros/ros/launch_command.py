@@ -48,6 +48,8 @@ class LaunchArguments:
     """The launch file's arguments, with its defaults."""
 
     image: str = "/camera/image_raw"
+    depth: str = "/camera/depth_registered/image_raw"  # with depth.enabled
+    camera_info: str = "/camera/camera_info"  # with depth.enabled
     params_file: str = field(
         default_factory=lambda: str(package_share() / "config" / "metaseg.yaml"))
     namespace: str = ""
@@ -82,7 +84,8 @@ def executable_name(args: LaunchArguments) -> str:
 
 def launch_remappings(args: LaunchArguments) -> list[tuple[str, str]]:
     """The remapping rules of the launch file."""
-    return [("image", args.image), ("image/compressed", args.image + "/compressed")]
+    return [("image", args.image), ("image/compressed", args.image + "/compressed"),
+            ("depth", args.depth), ("camera_info", args.camera_info)]
 
 
 def node_command(args: LaunchArguments, executable: str, work_dir: Path) -> list[str]:

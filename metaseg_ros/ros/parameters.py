@@ -10,6 +10,7 @@ file) and on later `ros2 param set`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Any
 
@@ -17,11 +18,14 @@ from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
     ParameterDescriptor,
+    ParameterType,
     SetParametersResult,
 )
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from metaseg_ros.geometry import DEPTH_PREFIX, DepthSettings
 from metaseg_ros.inference.settings import (
     TRACKER_PREFIX,
     ModelSettings,
@@ -30,6 +34,7 @@ from metaseg_ros.inference.settings import (
 from metaseg_ros.inference.stream import STREAM_PREFIX, StreamSettings
 from metaseg_ros.settings import SettingSpec, setting_specs
 from metaseg_ros.tracking.config import TrackerConfig
+from metaseg_ros.visualization import LABEL_ENCODINGS
 
 
 class ParamSpec(SettingSpec):
@@ -55,7 +60,42 @@ class ParamSpec(SettingSpec):
         return descriptor
 
 
+class NameListParam(ParamSpec):
+    """A string-array parameter of distinct ROS names (declared by type: no default)."""
+
+    def check(self, value: Any) -> str | None:
+        """None for a list of distinct names like 'front' or 'left_wrist' (or None: not
+        given), else the reason."""
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            return f"{self.name} must be a list of names, got {value!r}"
+        bad = [v for v in value if not NAME.fullmatch(v)]
+        if bad:
+            return (f"{self.name}: {', '.join(repr(v) for v in bad)} is not a topic name "
+                    "component (a letter, then letters, digits, '_')")
+        if len(set(value)) != len(value):
+            return f"{self.name} lists a name twice: {list(value)}"
+        return None
+
+    def descriptor(self) -> ParameterDescriptor:
+        """The descriptor, typed as a string array."""
+        descriptor = super().descriptor()
+        descriptor.type = ParameterType.PARAMETER_STRING_ARRAY
+        return descriptor
+
+
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 INPUT_PARAMETERS: tuple[ParamSpec, ...] = (
+    NameListParam("cameras", [], "Cameras served by this node with one model: topics "
+                  "'<camera>/image', '<camera>/instances', ... ([] = one camera on 'image', "
+                  "'instances', ...)"),
+    ParamSpec("camera_batching", True, "Run frames of several cameras that are waiting "
+              "together as one batch through the network (eager backend; exported backends "
+              "run them one after the other)"),
+    ParamSpec("camera_batch_window", 0.01, "Seconds the processing thread waits, after a "
+              "camera's frame, for the frames of the other cameras that are sending, to run "
+              "them as one batch", minimum=0.0, maximum=1.0),
     ParamSpec("input_type", "raw", "Subscribe to sensor_msgs/Image on 'image' (raw) or to "
               "sensor_msgs/CompressedImage (jpeg, png) on 'image/compressed' (compressed)",
               choices=("raw", "compressed")),
@@ -71,8 +111,13 @@ OUTPUT_PARAMETERS: tuple[ParamSpec, ...] = (
               choices=("best_effort", "reliable")),
     ParamSpec("output_depth", 5, "QoS history depth of the published topics",
               minimum=1, maximum=100),
-    ParamSpec("publish_label_image", True, "Publish 'instance_labels' (32SC1 track ids) while "
+    ParamSpec("publish_label_image", True, "Publish 'instance_labels' (track ids) while "
               "it has subscribers", read_only=False),
+    ParamSpec("label_encoding", "16UC1", "Encoding of 'instance_labels': 16UC1 (track ids "
+              "folded into 1..65535: (id - 1) mod 65535 + 1; shown by Foxglove and RViz) or "
+              "32SC1", choices=LABEL_ENCODINGS),
+    ParamSpec("marker_lifetime", 1.0, "Lifetime (s) of the 3-D markers on 'markers' and of "
+              "the outlines on 'image_markers'", minimum=0.05, maximum=60.0),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics reports",
               minimum=0.1, maximum=60.0),
     ParamSpec("autostart", False, "metaseg_lifecycle_node only: configure and activate at "
@@ -86,6 +131,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     + POSTPROCESS_PARAMETERS
     + OUTPUT_PARAMETERS
     + tuple(ParamSpec.of(spec) for spec in setting_specs(StreamSettings, STREAM_PREFIX))
+    + tuple(ParamSpec.of(spec) for spec in setting_specs(DepthSettings, DEPTH_PREFIX))
     + tuple(ParamSpec.of(spec) for spec in setting_specs(TrackerConfig, TRACKER_PREFIX)))
 _BY_NAME = {spec.name: spec for spec in PARAMETERS}
 
@@ -94,7 +140,10 @@ def declare_parameters(node: Node) -> None:
     """Declare every parameter, validating the params-file values through `validate`."""
     node.add_on_set_parameters_callback(validate)
     for spec in PARAMETERS:
-        node.declare_parameter(spec.name, spec.default, spec.descriptor())
+        # A string array is declared by its type (rclpy types an empty default as bytes).
+        default = Parameter.Type.STRING_ARRAY if isinstance(spec.default, list) else \
+            spec.default
+        node.declare_parameter(spec.name, default, spec.descriptor())
 
 
 def validate(parameters: list[Parameter]) -> SetParametersResult:
@@ -111,4 +160,10 @@ def validate(parameters: list[Parameter]) -> SetParametersResult:
 
 def read_parameters(node: Node) -> dict[str, Any]:
     """Current values of all declared parameters, by name."""
-    return {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
+    values = {}
+    for spec in PARAMETERS:
+        try:
+            values[spec.name] = node.get_parameter(spec.name).value
+        except ParameterUninitializedException:  # a string array not given
+            values[spec.name] = list(spec.default)
+    return values

@@ -1,17 +1,24 @@
 """Everything metaseg_node does, for the plain node and the lifecycle node alike.
 
-    load()   configure: the image decoder, the pipeline (weights, backend: export, engine,
-             CUDA graph), /diagnostics and ~/reset
-    start()  activate: publishers, the image subscription, the processing thread
-    stop()   deactivate: subscription and publishers gone, thread stopped; the model stays
-    unload() cleanup: the pipeline is dropped (GPU memory freed)
+    load()   configure: the image decoder, the pipelines (weights and backend once, for every
+             camera: export, engine, CUDA graph), /diagnostics and the reset services
+    start()  activate: per camera publishers and subscriptions (ros/camera_io.py), the
+             processing thread
+    stop()   deactivate: subscriptions and publishers gone, thread stopped; the model stays
+    unload() cleanup: the pipelines are dropped (GPU memory freed)
 
-Path of a frame: the subscription callback (executor thread) only puts the message into a
-keep-latest slot; the processing thread takes the newest, decodes it, resets the pipeline
-when the stream changed under it (inference/stream.py), runs the pipeline and publishes
-InstanceMaskArray, plus the label image and the overlay while they have subscribers.
-Every frame received is accounted for: processed, superseded in the slot, invalid, failed
-or pending at stop (ros/diagnostics.py reports them).
+Cameras: without the `cameras` parameter the node serves one camera on `image`,
+`instances`, ...; with `cameras: [front, down]` it serves each on `<camera>/image`,
+`<camera>/instances`, ... with one copy of the weights, one memory ring and one tracker per
+camera (inference/cameras.py), track ids unique across cameras.
+
+Path of a frame: a subscription callback (executor thread) only puts the message into its
+camera's keep-latest slot and wakes the processing thread. That thread takes the newest
+frame of every camera that has one (never waiting for a camera that has none, so a camera
+that stops stalls no other), decodes them, resets a camera's memory and tracks when its
+stream changed (inference/stream.py), runs them as one batch where the backend allows it,
+adds 3-D from the matched depth image (depth.enabled) and publishes. Every frame received
+is accounted for: processed, superseded in the slot, invalid, failed or pending at stop.
 """
 
 from __future__ import annotations
@@ -21,26 +28,23 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage
 from std_srvs.srv import Trigger
 
+from metaseg_ros.geometry import DepthSettings
 from metaseg_ros.image_codec import ImageConversionError
-from metaseg_ros.inference.pipeline import PerceptionPipeline
-from metaseg_ros.inference.plugin import plugin_pipeline
+from metaseg_ros.inference.cameras import CameraPipelines, create_camera_pipelines
 from metaseg_ros.inference.settings import PipelineSettings
-from metaseg_ros.inference.stream import STREAM_PREFIX, StreamGuard, StreamSettings
-from metaseg_ros.msg import InstanceMaskArray
+from metaseg_ros.inference.stream import STREAM_PREFIX, StreamSettings
+from metaseg_ros.ros.camera_io import CameraIO, Received
 from metaseg_ros.ros.conversions import ImageDecoder
-from metaseg_ros.ros.diagnostics import NodeStats, build_report
-from metaseg_ros.ros.frame_slot import LatestSlot
-from metaseg_ros.ros.messages import frame_to_msg, label_image_msg, overlay_msg
 
 # Where rclpy keeps SubscriptionEventCallbacks: rclpy.event_handler since Iron (rclpy 4.x);
 # Humble's rclpy 3.3 has only rclpy.qos_event (docs/humble.md).
@@ -56,17 +60,6 @@ def event_callbacks_type(modules: tuple[str, ...] = EVENT_MODULES) -> type:
         except ImportError:
             continue
     raise ImportError(f"rclpy has none of {', '.join(modules)}")
-
-
-def build_pipeline(settings: PipelineSettings, log: Any, first_track_id: int
-                   ) -> PerceptionPipeline:
-    """A segmenter plugin's pipeline (no torch needed), else MetaSegmenter's from the
-    builder (imported only then: it imports torch)."""
-    if settings.model.segmenter:
-        return plugin_pipeline(settings, first_track_id)
-    from metaseg_ros.inference.builder import create_pipeline
-
-    return create_pipeline(settings, log=log, first_track_id=first_track_id)
 
 
 def make_qos(reliability: str, depth: int) -> QoSProfile:
@@ -99,51 +92,48 @@ class ErrorLog:
         self._last_text, self._last_time, self._suppressed = text, now, 0
 
 
-@dataclass(frozen=True)
-class Received:
-    """A message and when it arrived (monotonic seconds)."""
-
-    msg: Image | CompressedImage
-    received_at: float
-
-
 class MetaSegRuntime:
-    """The pipeline and the ROS endpoints of one node, in the four lifecycle steps."""
+    """The pipelines and the ROS endpoints of one node, in the four lifecycle steps."""
 
     def __init__(self, node: Node, params: dict[str, Any]) -> None:
         self.node = node
         self.params = params
-        self.stats = NodeStats()
         self.errors = ErrorLog(node.get_logger())
-        self.pipeline: PerceptionPipeline | None = None
+        self.pipeline: CameraPipelines | None = None
         self.pipeline_lock = threading.Lock()
-        self.guard = StreamGuard()
-        self.last_input: float | None = None
-        self.active_since = time.monotonic()
+        self.cameras: dict[str, CameraIO] = {}
         self._decoder: ImageDecoder | None = None
-        self._publishers: dict[str, Any] = {}
-        self._subscription: Any = None
         self._diagnostics: tuple[Any, Any] | None = None
-        self._reset_service: Any = None
-        self._slot: LatestSlot[Received] | None = None
+        self._services: list[Any] = []
+        self._wake = threading.Event()
         self._worker: threading.Thread | None = None
+        self._running = False
         self._next_track_id = 1
         self.event_callbacks_type = event_callbacks_type()
 
     # -- configure / cleanup -------------------------------------------------------------
     def load(self) -> None:
-        """Build the decoder and the pipeline; start /diagnostics and ~/reset."""
+        """Build the decoder, the cameras and their pipelines; /diagnostics and resets."""
         params = self.params
         self._decoder = ImageDecoder(params["image_converter"])
-        self.guard = StreamGuard(StreamSettings(
-            **{key.removeprefix(STREAM_PREFIX): value for key, value in params.items()
-               if key.startswith(STREAM_PREFIX)}))
+        stream = StreamSettings(**{key.removeprefix(STREAM_PREFIX): value
+                                   for key, value in params.items()
+                                   if key.startswith(STREAM_PREFIX)})
+        depth = DepthSettings.from_parameters(params)
+        names = list(params["cameras"]) or [""]
+        previous, self.cameras = self.cameras, {}
+        for name in names:
+            self.cameras[name] = CameraIO(self.node, name, params, stream, depth)
+            if name in previous:  # counters continue across cleanup and configure
+                self.cameras[name].stats = previous[name].stats
         logger = self.node.get_logger()
-        self.pipeline = build_pipeline(PipelineSettings.from_parameters(params), logger.info,
-                                       self._next_track_id)
+        self.pipeline = create_camera_pipelines(
+            PipelineSettings.from_parameters(params), names, log=logger.info,
+            first_track_id=self._next_track_id, batching=params["camera_batching"])
         info = self.pipeline.info
         logger.info(f"segmenter: {info.description}; classes: "
-                    f"{', '.join(self.pipeline.class_names)}")
+                    f"{', '.join(self.pipeline.class_names)}"
+                    + (f"; cameras: {', '.join(names)}" if params["cameras"] else ""))
         if info.random_weights:
             logger.warning("MetaSegmenter runs with RANDOM weights (no checkpoint given and none "
                            "shipped): the architecture runs end to end but the masks are "
@@ -154,21 +144,25 @@ class MetaSegRuntime:
         timer = self.node.create_timer(params["diagnostics_period"], self.publish_diagnostics,
                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._diagnostics = (publisher, timer)
-        self._reset_service = self.node.create_service(Trigger, "~/reset", self._on_reset)
+        self._services = [self.node.create_service(Trigger, "~/reset", self._reset_callback())]
+        if params["cameras"]:
+            self._services += [
+                self.node.create_service(Trigger, f"~/{name}/reset", self._reset_callback(name))
+                for name in names]
 
     def unload(self) -> None:
-        """Drop the pipeline (and its GPU memory), /diagnostics and ~/reset."""
+        """Drop the pipelines (and their GPU memory), /diagnostics and the resets."""
         if self._diagnostics is not None:
             publisher, timer = self._diagnostics
             self.node.destroy_timer(timer)
             self.node.destroy_publisher(publisher)
             self._diagnostics = None
-        if self._reset_service is not None:
-            self.node.destroy_service(self._reset_service)
-            self._reset_service = None
+        for service in self._services:
+            self.node.destroy_service(service)
+        self._services = []
         with self.pipeline_lock:
             if self.pipeline is not None:  # a reloaded pipeline continues the ids
-                self._next_track_id = self.pipeline.tracker.next_track_id
+                self._next_track_id = self.pipeline.next_track_id
             self.pipeline = None
         torch = sys.modules.get("torch")  # only when a model was loaded
         if torch is not None and torch.cuda.is_available():
@@ -176,133 +170,167 @@ class MetaSegRuntime:
 
     # -- activate / deactivate -----------------------------------------------------------
     def start(self) -> None:
-        """Publishers, the image subscription and the processing thread."""
+        """Per camera publishers and subscriptions, and the processing thread."""
         params = self.params
         output_qos = make_qos(params["output_reliability"], params["output_depth"])
-        self._publishers = {
-            "instances": self.node.create_publisher(InstanceMaskArray, "instances", output_qos),
-            "labels": self.node.create_publisher(Image, "instance_labels", output_qos),
-            "overlay": self.node.create_publisher(Image, "overlay", output_qos),
-        }
-        self._slot = LatestSlot()
-        self._worker = threading.Thread(target=self._work, args=(self._slot,),
-                                        name="metaseg-processing", daemon=True)
-        self._worker.start()
         input_qos = make_qos(params["input_reliability"], params["input_depth"])
-        events = self.event_callbacks_type(message_lost=self._on_message_lost)
-        compressed = params["input_type"] == "compressed"
-        self._subscription = self.node.create_subscription(
-            CompressedImage if compressed else Image, "image/compressed" if compressed else "image",
-            self._on_image, input_qos, event_callbacks=events)
-        self.active_since, self.last_input = time.monotonic(), None
+        self._running = True
+        self._wake.clear()
+        self._worker = threading.Thread(target=self._work, name="metaseg-processing",
+                                        daemon=True)
+        for camera in self.cameras.values():
+            events = self.event_callbacks_type(message_lost=camera.on_message_lost)
+            camera.start(output_qos, input_qos, events, self._wake)
+        self._worker.start()
+        outputs = [camera.output_topic for camera in self.cameras.values()]
         self.node.get_logger().info(
-            f"listening on {self._subscription.topic_name} ({params['input_type']}, "
-            f"{params['input_reliability']}), publishing "
-            f"{self._publishers['instances'].topic_name}")
+            f"listening on {', '.join(c.input_topic for c in self.cameras.values())} "
+            f"({params['input_type']}, {params['input_reliability']}), publishing "
+            f"{', '.join(outputs)}")
 
     def stop(self) -> None:
-        """No more input or output; the frame in progress finishes, a pending one is
-        counted as dropped_at_stop."""
-        if self._subscription is not None:
-            self.node.destroy_subscription(self._subscription)
-            self._subscription = None
-        if self._slot is not None:
-            pending = self._slot.close()
-            self.stats.dropped_at_stop += int(pending is not None)
+        """No more input or output; the frames in progress finish, pending ones are counted
+        as dropped_at_stop."""
+        for camera in self.cameras.values():
+            camera.stop()
+        self._running = False
+        self._wake.set()
         if self._worker is not None:
             self._worker.join(timeout=30.0)
             self._worker = None
-        for publisher in self._publishers.values():
-            self.node.destroy_publisher(publisher)
-        self._publishers = {}
+        for camera in self.cameras.values():
+            camera.destroy_publishers()
 
     @property
     def input_topic(self) -> str:
-        """The resolved image topic (while active), else the relative name."""
-        if self._subscription is not None:
-            return self._subscription.topic_name
-        return "image/compressed" if self.params["input_type"] == "compressed" else "image"
+        """The first camera's image topic (the only one without `cameras`)."""
+        return next(iter(self.cameras.values())).input_topic
 
-    # -- executor thread ------------------------------------------------------------------
-    def _on_image(self, msg: Image | CompressedImage) -> None:
-        now = time.monotonic()
-        self.stats.on_received(now)
-        self.last_input = now
-        slot = self._slot
-        if slot is not None and slot.put(Received(msg, now)):
-            self.stats.dropped_superseded += 1
-
-    def _on_message_lost(self, info: Any) -> None:
-        self.stats.on_lost(int(info.total_count_change), time.monotonic())
-
-    def _on_reset(self, _request: Trigger.Request, response: Trigger.Response
-                  ) -> Trigger.Response:
-        with self.pipeline_lock:
-            if self.pipeline is not None:
-                self.pipeline.reset("requested")
-            self.guard.forget()
-        self.node.get_logger().info("reset: model memory and tracks cleared")
-        response.success = True
-        response.message = "model memory and tracks cleared"
-        return response
+    def _reset_callback(self, name: str | None = None) -> Any:
+        """The ~/reset (name None: every camera) or ~/<name>/reset service callback."""
+        def reset(_request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+            names = list(self.cameras) if name is None else [name]
+            with self.pipeline_lock:
+                if self.pipeline is not None:
+                    self.pipeline.reset("requested", names)
+                for camera in names:
+                    self.cameras[camera].guard.forget()
+            which = "" if name is None or not self.params["cameras"] else f" of {name}"
+            self.node.get_logger().info(f"reset: model memory and tracks{which} cleared")
+            response.success = True
+            response.message = f"model memory and tracks{which} cleared"
+            return response
+        return reset
 
     def publish_diagnostics(self) -> None:
-        """One DiagnosticArray: level with reasons, counters, rates, resets by cause."""
-        pipeline = self.pipeline
-        if pipeline is None or self._diagnostics is None:
+        """One DiagnosticArray with a status per camera: level with reasons, counters,
+        rates, resets by cause."""
+        pipelines = self.pipeline
+        if pipelines is None or self._diagnostics is None:
             return
-        report = build_report(self.stats, pipeline.info, dict(pipeline.resets),
-                              self.guard.settings.stale_after, self.last_input,
-                              self.active_since, self.input_topic)
-        status = DiagnosticStatus(
-            level=bytes([report.level]), message=report.message,
-            name=f"{self.node.get_fully_qualified_name()}: pipeline",
-            hardware_id=f"{pipeline.info.backend or self.params['backend']}:"
-                        f"{self.params['device']}",
-            values=[KeyValue(key=key, value=value) for key, value in report.values.items()])
-        array = DiagnosticArray(status=[status])
+        array = DiagnosticArray(status=[
+            camera.status(pipelines[name].info, dict(pipelines[name].resets))
+            for name, camera in self.cameras.items()])
         array.header.stamp = self.node.get_clock().now().to_msg()
         self._diagnostics[0].publish(array)
 
     # -- processing thread -----------------------------------------------------------------
-    def _work(self, slot: LatestSlot[Received]) -> None:
-        while not slot.closed:
-            item = slot.take(timeout=0.5)
-            if item is not None:
-                self._process(item)
+    def _work(self) -> None:
+        while self._running:
+            self._wake.wait(timeout=0.5)
+            items = self._take({})
+            if items and self.params["camera_batching"] and len(self.cameras) > 1:
+                self._gather(items)
+            if items:
+                self._process(items)
 
-    def _process(self, item: Received) -> None:
+    def _take(self, items: dict[str, Received]) -> dict[str, Received]:
+        """Add the newest frame of every camera not in `items` that has one."""
+        self._wake.clear()  # before taking: a frame put after this wakes us again
+        for name, camera in self.cameras.items():
+            if name not in items and camera.slot is not None:
+                item = camera.slot.take(timeout=0)
+                if item is not None:
+                    items[name] = item
+        return items
+
+    def _gather(self, items: dict[str, Received]) -> None:
+        """Wait up to camera_batch_window for the frames of the other live cameras (those
+        with input within stream.stale_after), so that frames arriving together run as one
+        batch; a camera that stopped is not waited for."""
+        deadline = time.monotonic() + self.params["camera_batch_window"]
+        while self._running:
+            now = time.monotonic()
+            stale = self.params["stream.stale_after"]
+            missing = [name for name, camera in self.cameras.items() if name not in items
+                       and camera.last_input is not None and now - camera.last_input < stale]
+            if not missing or now >= deadline:
+                return
+            self._wake.wait(timeout=deadline - now)
+            self._take(items)
+
+    def _decode(self, camera: CameraIO, item: Received) -> np.ndarray | None:
         msg, stamp = item.msg, item.msg.header.stamp
         try:
             if isinstance(msg, CompressedImage):
-                rgb = self._decoder.decode_compressed(msg)
-            else:
-                rgb = self._decoder.decode(msg)
+                return self._decoder.decode_compressed(msg)
+            return self._decoder.decode(msg)
         except ImageConversionError as error:
-            self.stats.on_dropped("invalid", time.monotonic())
-            self.errors.error(f"dropped frame (stamp {stamp.sec}.{stamp.nanosec:09d}): {error}")
+            camera.stats.on_dropped("invalid", time.monotonic())
+            where = f" on {camera.input_topic}" if self.params["cameras"] else ""
+            self.errors.error(f"dropped frame{where} (stamp {stamp.sec}.{stamp.nanosec:09d}): "
+                              f"{error}")
+            return None
+
+    def _process(self, items: dict[str, Received]) -> None:
+        frames = {}
+        for name, item in items.items():
+            rgb = self._decode(self.cameras[name], item)
+            if rgb is not None:
+                frames[name] = rgb
+        if not frames:
             return
         try:
             with self.pipeline_lock:
-                pipeline = self.pipeline
-                cause = self.guard.check(stamp.sec * 1_000_000_000 + stamp.nanosec,
-                                         msg.header.frame_id, rgb.shape[:2])
-                if cause is not None:
-                    pipeline.reset(cause.value)
-                    self.node.get_logger().warning(
-                        f"new stream ({cause.value} at stamp {stamp.sec}.{stamp.nanosec:09d}, "
-                        f"frame_id '{msg.header.frame_id}', {rgb.shape[1]}x{rgb.shape[0]}): "
-                        "model memory and tracks reset")
-                frame = pipeline.step(rgb)
-            self._publishers["instances"].publish(frame_to_msg(frame, msg.header))
-            if self.params["publish_label_image"] and \
-                    self._publishers["labels"].get_subscription_count():
-                self._publishers["labels"].publish(label_image_msg(frame, msg.header))
-            if self._publishers["overlay"].get_subscription_count():
-                self._publishers["overlay"].publish(overlay_msg(rgb, frame, msg.header))
+                for name, rgb in frames.items():
+                    self._check_stream(name, items[name].msg.header, rgb.shape[:2])
+                tracked = self.pipeline.step(frames)
+                batch = self.pipeline.last_batch_size
         except Exception as error:  # keep running whatever a frame does to the model
-            self.stats.on_dropped("failed", time.monotonic())
+            for name in frames:
+                self.cameras[name].stats.on_dropped("failed", time.monotonic())
             self.errors.error(f"processing failed: {error!r}\n{traceback.format_exc()}")
             return
-        self.stats.on_processed(item.received_at, time.monotonic(), frame.timings_ms,
-                                len(frame.instances), frame.live_tracks, frame.memory_fill)
+        deadline = time.monotonic() + self.pipeline_depth_wait
+        for name, frame in tracked.items():
+            camera, item = self.cameras[name], items[name]
+            try:
+                frame = camera.add_geometry(frame, item.msg.header, deadline)
+                camera.publish(frame, frames[name], item.msg.header)
+            except Exception as error:
+                camera.stats.on_dropped("failed", time.monotonic())
+                self.errors.error(f"publishing failed: {error!r}\n{traceback.format_exc()}")
+                continue
+            camera.stats.batched += int(batch > 1)
+            camera.stats.on_processed(item.received_at, time.monotonic(), frame.timings_ms,
+                                      len(frame.instances), frame.live_tracks,
+                                      frame.memory_fill)
+
+    @property
+    def pipeline_depth_wait(self) -> float:
+        """Seconds the frames of one step may wait, together, for their depth images."""
+        return float(self.params["depth.wait"]) if self.params["depth.enabled"] else 0.0
+
+    def _check_stream(self, name: str, header: Any, size: tuple[int, int]) -> None:
+        """Reset the camera's memory and tracks when this frame starts a new stream."""
+        stamp = header.stamp
+        cause = self.cameras[name].guard.check(stamp.sec * 1_000_000_000 + stamp.nanosec,
+                                               header.frame_id, size)
+        if cause is None:
+            return
+        self.pipeline.reset(cause.value, [name])
+        where = f" on camera {name}" if name else ""
+        self.node.get_logger().warning(
+            f"new stream{where} ({cause.value} at stamp {stamp.sec}.{stamp.nanosec:09d}, "
+            f"frame_id '{header.frame_id}', {size[1]}x{size[0]}): model memory and tracks "
+            "reset")
