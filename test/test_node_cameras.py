@@ -171,3 +171,40 @@ def test_frames_arriving_together_run_as_one_batch(tmp_path, probe):
                 assert (msg.height, msg.width) == (96, 128)
     finally:
         assert node.stop() == 0, "\n".join(node.output)
+
+
+@pytest.mark.torch_free
+def test_lifecycle_node_with_cameras_goes_through_its_transitions(rclpy_context):
+    """metaseg_lifecycle_node with `cameras`: configure makes a pipeline and a reset service
+    per camera, activate their topics, cleanup and configure again keep the id counter."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from metaseg_ros.ros.lifecycle_node import MetaSegLifecycleNode
+
+    node = MetaSegLifecycleNode(parameter_overrides=[
+        Parameter("segmenter", value="color_segmenter:create"),
+        Parameter("cameras", value=list(CAMERAS))])
+    try:
+        runtime = node.runtime
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert runtime.pipeline.cameras == CAMERAS and set(runtime.cameras) == set(CAMERAS)
+        services = {name for name, _ in node.get_service_names_and_types_by_node(
+            node.get_name(), node.get_namespace())}
+        assert {"/metaseg_node/reset", "/metaseg_node/front/reset",
+                "/metaseg_node/down/reset"} <= services
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert runtime.cameras["down"].input_topic == "/down/image"
+        assert runtime.cameras["front"].output_topic == "/front/instances"
+        frame = draw_squares(40, 40, {0: (5, 5, 10)})
+        runtime.pipeline.step({"front": frame})  # a track confirmed after two frames
+        runtime.pipeline.step({"front": frame})
+        next_id = runtime.pipeline.next_track_id
+        assert next_id > 1
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert runtime.pipeline.next_track_id == next_id
+    finally:
+        node.shutdown()
+        node.destroy_node()
