@@ -246,6 +246,7 @@ def _select_in_boxes(class_logits: torch.Tensor, mask_logits: torch.Tensor,
             masks = [m for m, ok in zip(masks, enough, strict=True) if ok]
     detections = []
     for crop, mask in zip(kept, masks, strict=True):
+        # The crop is the mask's tight box; after overlaps were resolved, maybe less.
         rows, cols = torch.nonzero(mask.any(dim=1)), torch.nonzero(mask.any(dim=0))
         if len(rows) == 0:
             continue
@@ -282,6 +283,14 @@ def _score_crops(order: list[int], class_score: list[float], mask_logits: torch.
             continue
         logits = frame.crop(mask_logits[query], box)
         mask = logits > threshold
+        rows, cols = torch.nonzero(mask.any(dim=1)), torch.nonzero(mask.any(dim=0))
+        if len(rows) == 0:
+            crops.append(_Crop(query, (0, 0, 0, 0), mask[:0, :0], logits[:0, :0], 0, 0.0))
+            continue
+        # Shrink to the mask's tight box: everything after reads only that.
+        top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        mask, logits = mask[top:bottom, left:right], logits[top:bottom, left:right]
+        box = (box[0] + top, box[0] + bottom, box[2] + left, box[2] + right)
         area = int(mask.sum())
         # sigmoid(-inf) = 0: the probability inside the mask (same comparison), 0 outside.
         probability = F.threshold_(logits, threshold, -math.inf).sigmoid_()
