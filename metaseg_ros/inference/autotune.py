@@ -4,7 +4,9 @@ At the first start with a given model, input size, precision, thread count, libr
 and hardware, each candidate backend (CPU: eager, ONNX Runtime; CUDA: eager, CUDA graph,
 Torch-TensorRT where installed) runs a few frames with the memory fed back; a candidate
 whose outputs disagree with eager PyTorch (relative error above 1e-3 or mask IoU below 0.99,
-as the export checks) or that cannot start is rejected; the fastest median step wins. The
+as the export checks) or that cannot start is rejected; the candidates then take turns
+frame by frame (so a burst of load elsewhere slows them alike) and the fastest median step
+wins. The
 decision and its reasons are cached as JSON beside the exported artifacts and reused until
 one of those inputs changes. Measured rather than assumed because the ranking differs between
 machines (ONNX Runtime was faster than eager on an AMD EPYC and slower on an Intel Xeon).
@@ -112,7 +114,6 @@ def choose_backend(model: MetaSegmenter, device: str, precision: str, candidates
         return cached, None
     images = _frames(model, frames + warmup)
     runners: dict[str, ModelRunner] = {}
-    step_ms: dict[str, float] = {}
     rejected: dict[str, str] = {}
     reference: ModelRunner | None = None
     for name in candidates:
@@ -129,10 +130,10 @@ def choose_backend(model: MetaSegmenter, device: str, precision: str, candidates
                                       f"{max(worst.relative_errors.values()):.1e}, mask IoU "
                                       f"{min(f.mask_iou for f in parity):.3f})")
                     continue
-            step_ms[name] = _median_step_ms(runner, images, warmup)
             runners[name] = runner
         except Exception as error:  # a candidate that cannot run is not chosen
             rejected[name] = f"{type(error).__name__}: {error}"
+    step_ms = _interleaved_median_ms(runners, images, warmup)
     if not step_ms:
         raise RuntimeError("backend auto: no candidate could run: " +
                            "; ".join(f"{name}: {why}" for name, why in rejected.items()))
@@ -162,16 +163,21 @@ def _frames(model: MetaSegmenter, count: int) -> list[torch.Tensor]:
     return [torch.rand(shape, generator=generator) * 255 for _ in range(count)]
 
 
-def _median_step_ms(runner: ModelRunner, images: list[torch.Tensor], warmup: int) -> float:
-    """Median wall time of one step, memory fed back, after `warmup` untimed steps."""
-    synchronize = torch.cuda.synchronize if runner.device.type == "cuda" else (lambda: None)
-    memory = runner.initial_memory()
-    times = []
+def _interleaved_median_ms(runners: dict[str, ModelRunner], images: list[torch.Tensor],
+                           warmup: int) -> dict[str, float]:
+    """Median wall time of one step per runner, memory fed back, after `warmup` untimed
+    steps. The runners take turns frame by frame, so a burst of load from elsewhere on the
+    machine slows them alike instead of deciding the ranking."""
+    memories = {name: runner.initial_memory() for name, runner in runners.items()}
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for index, frame in enumerate(images):
-        synchronize()
-        start = time.perf_counter()
-        memory = runner(frame, memory).memory
-        synchronize()
-        if index >= warmup:
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for name, runner in runners.items():
+            synchronize = torch.cuda.synchronize if runner.device.type == "cuda" \
+                else (lambda: None)
+            synchronize()
+            start = time.perf_counter()
+            memories[name] = runner(frame, memories[name]).memory
+            synchronize()
+            if index >= warmup:
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items() if values}
