@@ -178,3 +178,40 @@ def test_saved_checkpoint_directory_converts_identically(tmp_path):
             continue
         assert torch.equal(value, ours_state[key]), key
     assert from_disk.class_names == tuple(f"LABEL_{i}" for i in range(7))
+
+
+def test_pixel_decoder_level_embed_has_no_gradient_at_initialisation_in_the_reference():
+    """Why test_model_forward.py allows `pixel_decoder.level_embed` a zero gradient: in the
+    reference too it reaches the loss only through the deformable encoder's sampling offsets
+    and attention weights, whose projections start at zero (Deformable DETR's initialisation).
+    Once those are non-zero (after an optimiser step) it gets a gradient."""
+    torch.manual_seed(0)
+    hf_config = transformers.Mask2FormerConfig(
+        backbone_config=transformers.SwinConfig(embed_dim=32, depths=[1, 1, 1, 1],
+                                                num_heads=[2, 2, 4, 4], window_size=4,
+                                                out_features=STAGES),
+        use_pretrained_backbone=False, feature_size=64, mask_feature_size=64, hidden_dim=64,
+        encoder_feedforward_dim=128, encoder_layers=2, decoder_layers=3, num_attention_heads=4,
+        dim_feedforward=128, num_queries=8, num_labels=5)
+    reference = transformers.Mask2FormerForUniversalSegmentation(hf_config).train()
+    pixel_decoder = reference.model.pixel_level_module.decoder
+    pixels = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+    def level_embed_gradients() -> tuple[torch.Tensor, torch.Tensor]:
+        reference.zero_grad(set_to_none=True)
+        out = reference(pixel_values=pixels)
+        (out.class_queries_logits.logsumexp(-1).mean()
+         + out.masks_queries_logits.sigmoid().mean()).backward()
+        return (pixel_decoder.level_embed.grad,
+                reference.model.transformer_module.level_embed.weight.grad)
+
+    encoder_levels, decoder_levels = level_embed_gradients()
+    assert not encoder_levels.any()
+    assert decoder_levels.abs().max() > 1e-4  # the decoder's own level embedding does learn
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for layer in pixel_decoder.encoder.layers:
+            for linear in (layer.self_attn.sampling_offsets, layer.self_attn.attention_weights):
+                linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator) * 0.1)
+    encoder_levels, _ = level_embed_gradients()
+    assert encoder_levels.abs().max() > 1e-4
