@@ -36,6 +36,7 @@ from metaseg_ros.inference.runners.onnxruntime import OnnxRuntimeRunner
 from metaseg_ros.inference.segmenter import StreamingSegmenter
 from metaseg_ros.inference.settings import ModelSettings, PipelineSettings, PostprocessSettings
 from metaseg_ros.model import MetaSegmenter, get_config
+from metaseg_ros.model.export import OUTPUT_NAMES
 from metaseg_ros.model.layers import set_deformable_sampling
 
 onnx = pytest.importorskip("onnx")
@@ -202,18 +203,37 @@ def test_onnxruntime_session_settings(runners):
     assert session.get_providers() == ["CPUExecutionProvider"]
 
 
-def test_onnxruntime_memory_is_fed_back_without_copies(runners):
-    runner = runners[0]["onnxruntime"]
-    memory = runner.initial_memory()
-    image = torch.zeros(1, 3, *SIZE)
-    output = runner(image, memory)
-    for tensor in (*output.memory, output.class_logits):
-        assert tensor.device.type == "cpu" and tensor.is_contiguous()
-    # The next call reads the arrays ONNX Runtime returned, not copies of them.
-    from metaseg_ros.inference.runners.onnxruntime import _as_numpy
+class RecordingSession:
+    """The runner's real ONNX Runtime session, keeping what each run received and returned."""
 
-    for tensor in output.memory:
-        assert np.shares_memory(_as_numpy(tensor), tensor.numpy())
+    def __init__(self, session) -> None:
+        self.session = session
+        self.feeds: list[dict[str, np.ndarray]] = []
+        self.results: list[list[np.ndarray]] = []
+
+    def run(self, output_names, feeds):
+        self.feeds.append(dict(feeds))
+        self.results.append(self.session.run(output_names, feeds))
+        return self.results[-1]
+
+
+def test_onnxruntime_memory_is_fed_back_without_copies(runners, monkeypatch):
+    runner = runners[0]["onnxruntime"]
+    recording = RecordingSession(runner.session)
+    monkeypatch.setattr(runner, "session", recording)
+    image = torch.rand(1, 3, *SIZE, generator=torch.Generator().manual_seed(3)) * 255
+    first = runner(image, runner.initial_memory())
+    for tensor in (*first.memory, first.class_logits):
+        assert tensor.device.type == "cpu" and tensor.is_contiguous()
+    runner(image, first.memory)
+    # The second run received the very buffers ONNX Runtime returned from the first (same
+    # address, shape and dtype), not copies of them.
+    returned = dict(zip(OUTPUT_NAMES, recording.results[0], strict=True))
+    fed = recording.feeds[1]
+    for name in ("memory_features", "memory_queries", "memory_valid"):
+        got, made = fed[name], returned[f"next_{name}"]
+        assert got.ctypes.data == made.ctypes.data, name
+        assert (got.shape, got.dtype) == (made.shape, made.dtype), name
 
 
 def test_ready_made_onnx_file_runs_from_the_node_settings(runners, eager_detections, tmp_path):
