@@ -68,6 +68,12 @@ def test_missing_and_unexpected_keys_are_named(saved):
     assert "unexpected keys (1): transformer_decoder.extra_head.weight" in message
     loaded = load_checkpoint(weights, strict=False)  # non-strict loads what matches
     assert isinstance(loaded, MetaSegmenter)
+    loaded_state = loaded.state_dict()
+    assert "transformer_decoder.extra_head.weight" not in loaded_state
+    matching = set(state) & set(loaded_state)
+    assert matching == set(loaded_state) - {"transformer_decoder.class_embed.bias"}
+    for name in matching:  # every saved tensor arrived unchanged (the 0.25 gates among them)
+        assert torch.equal(loaded_state[name], state[name]), name
 
 
 def test_shape_mismatch_stops_with_a_clear_error(saved):
