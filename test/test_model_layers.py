@@ -141,11 +141,20 @@ def test_grid_sample_mode_gives_the_same_model_outputs():
     torch.manual_seed(0)
     model = MetaSegmenter(get_config("tiny", image_size=(64, 64), num_queries=10)).eval()
     images = torch.rand(1, 3, 64, 64) * 255
-    with torch.no_grad():
-        gathered = model(images, model.initial_memory(1))
-        set_deformable_sampling(model, "grid_sample")
-        sampled = model(images, model.initial_memory(1))
-        set_deformable_sampling(model, "gather")
+
+    def run_and_list_ops():
+        with torch.no_grad(), torch.profiler.profile() as profile:
+            out = model(images, model.initial_memory(1))
+        return out, {event.key for event in profile.key_averages()}
+
+    gathered, gather_ops = run_and_list_ops()
+    set_deformable_sampling(model, "grid_sample")
+    sampled, grid_ops = run_and_list_ops()
+    set_deformable_sampling(model, "gather")
+    # The switch really changes the sampling: grid_sample runs only in that mode.
+    assert "aten::grid_sampler_2d" in grid_ops
+    assert "aten::grid_sampler_2d" not in gather_ops
+    assert {m.sampling for m in model.modules() if hasattr(m, "sampling")} == {"gather"}
     torch.testing.assert_close(sampled.class_logits, gathered.class_logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(sampled.mask_logits, gathered.mask_logits, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="nearest"):
