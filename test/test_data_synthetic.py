@@ -106,10 +106,11 @@ def test_backgrounds_and_cutouts_come_from_packaged_files() -> None:
 
 
 def test_invalid_config_and_frame_are_rejected() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="1 <= min_objects <= max_objects"):
         SyntheticConfig(min_objects=3, max_objects=2)
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match=r"frame 12 outside 0\.\.11"):
         SyntheticVideoSource(1, SMALL).load_clip(0, [SMALL.num_frames])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError,
+                       match=r"masks must be \(1, 1, 4, 4\) bool, got \(1, 1, 4, 5\)"):
         ClipSample(np.zeros((1, 4, 4, 3), np.uint8), np.zeros((1, 1, 4, 5), bool),
                    np.zeros(1, np.int64), np.zeros(1, np.int64))

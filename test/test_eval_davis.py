@@ -100,5 +100,5 @@ def test_partial_overlap_scores() -> None:
     np.testing.assert_allclose(result.per_object[1][0], [1.0, 0.0])
     np.testing.assert_allclose(result.per_object[1][1], [1.0, 3 / 8])
     assert result.j_and_f == pytest.approx((0.5 + (1 + 3 / 8) / 2) / 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"mask of size \(10, 10\), expected \(12, 10\)"):
         davis_j_and_f(gt, pred, (12, 10))

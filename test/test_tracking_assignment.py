@@ -71,5 +71,5 @@ def test_assign_empty_and_invalid() -> None:
     assert result.matches.shape == (0, 2) and result.unmatched_cols.tolist() == [0, 1, 2, 3]
     result = assign(np.zeros((3, 0)), max_cost=1.0)
     assert result.unmatched_rows.tolist() == [0, 1, 2]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"cost must be a 2-D matrix, got shape \(3,\)"):
         assign(np.zeros(3), max_cost=1.0)

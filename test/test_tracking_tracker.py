@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -60,22 +61,27 @@ def test_config_defaults_and_coercion() -> None:
     assert TrackerConfig().max_lost == 30
 
 
-@pytest.mark.parametrize("changes, error", [
-    ({"max_lost": -1}, ValueError),
-    ({"max_lost": 2.5}, TypeError),
-    ({"max_lost": True}, TypeError),
-    ({"confirm_hits": 0}, ValueError),
-    ({"embedding_bank_size": 0}, ValueError),
-    ({"birth_score": 0.2, "min_score": 0.4}, ValueError),
-    ({"min_similarity": 1.5}, ValueError),
-    ({"class_ema": 0.0}, ValueError),
-    ({"embedding_weight": 0.0, "iou_weight": 0.0, "class_weight": 0.0}, ValueError),
-    ({"embedding_match": "median"}, ValueError),
-    ({"duplicate_overlap": float("nan")}, ValueError),
-    ({"iou_weight": "0.3"}, TypeError),
+@pytest.mark.parametrize("changes, error, message", [
+    ({"max_lost": -1}, ValueError, "TrackerConfig.max_lost=-1 is outside [0, "),
+    ({"max_lost": 2.5}, TypeError, "TrackerConfig.max_lost must be an integer, got 2.5"),
+    ({"max_lost": True}, TypeError, "TrackerConfig.max_lost must be an integer, got True"),
+    ({"confirm_hits": 0}, ValueError, "TrackerConfig.confirm_hits=0 is outside [1, "),
+    ({"embedding_bank_size": 0}, ValueError,
+     "TrackerConfig.embedding_bank_size=0 is outside [1, "),
+    ({"birth_score": 0.2, "min_score": 0.4}, ValueError,
+     "TrackerConfig.birth_score (0.2) must be >= min_score (0.4)"),
+    ({"min_similarity": 1.5}, ValueError, "TrackerConfig.min_similarity=1.5 is outside [0.0, 1.0]"),
+    ({"class_ema": 0.0}, ValueError, "TrackerConfig.class_ema=0.0 is outside [0.01, 1.0]"),
+    ({"embedding_weight": 0.0, "iou_weight": 0.0, "class_weight": 0.0}, ValueError,
+     "TrackerConfig: embedding_weight + iou_weight + class_weight must be > 0"),
+    ({"embedding_match": "median"}, ValueError,
+     "TrackerConfig.embedding_match='median' is not one of: mean, best"),
+    ({"duplicate_overlap": float("nan")}, ValueError,
+     "TrackerConfig.duplicate_overlap must be finite, got nan"),
+    ({"iou_weight": "0.3"}, TypeError, "TrackerConfig.iou_weight must be a number, got '0.3'"),
 ])
-def test_config_rejects_bad_values(changes: dict, error: type) -> None:
-    with pytest.raises(error):
+def test_config_rejects_bad_values(changes: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=re.escape(message)):
         TrackerConfig(**changes)
 
 
@@ -302,7 +308,7 @@ def test_invalid_input_is_rejected() -> None:
     tracker.update(frame(good))
     with pytest.raises(ValueError, match="embedding"):
         tracker.update(frame(dataclasses.replace(good, embedding=np.ones(DIM + 1, np.float32))))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="class_names must not be empty"):
         Tracker(TrackerConfig(), [])
 
 
