@@ -130,7 +130,31 @@ def test_step_sampler_ranks_are_disjoint_and_resume_continues_the_order() -> Non
     assert len(set(keys)) == 8  # one step reads 8 distinct samples across the two ranks
     resumed = StepSampler(10, 2, 2, rank=1, world_size=2, seed=1, start_step=1)
     assert [next(iter(resumed)) for _ in range(1)] == first_steps[1][4:5]
-    assert samplers[0].positions(3, 1) == [3 * 8 + (1 * 2 + 0) * 2, 3 * 8 + 5]
+
+
+@pytest.mark.parametrize("world_size, batch_size, grad_accum_steps", [(1, 1, 1), (2, 2, 2),
+                                                                      (3, 2, 4), (4, 3, 1)])
+def test_step_positions_cover_each_step_exactly_once(world_size: int, batch_size: int,
+                                                     grad_accum_steps: int) -> None:
+    """All ranks and micro-steps of step s together read each of the step's
+    world * batch * accumulation sample positions exactly once, the steps follow each other
+    without gap or overlap, and one dataset pass holds every sample once."""
+    samplers = [StepSampler(7, batch_size, grad_accum_steps, rank=r, world_size=world_size,
+                            seed=3) for r in range(world_size)]
+    per_step = world_size * batch_size * grad_accum_steps
+    assert samplers[0].samples_per_step == per_step
+    for step in range(5):
+        positions = [p for sampler in samplers for m in range(grad_accum_steps)
+                     for p in sampler.positions(step, m)]
+        assert all(len(sampler.positions(step, m)) == batch_size
+                   for sampler in samplers for m in range(grad_accum_steps))
+        assert sorted(positions) == list(range(step * per_step, (step + 1) * per_step))
+    epochs: dict[int, list[int]] = {}
+    for position in range(3 * 7):
+        index, epoch = samplers[0].key(position)
+        epochs.setdefault(epoch, []).append(index)
+    assert {e: sorted(v) for e, v in epochs.items()} == {e: list(range(7)) for e in range(3)}
+    assert epochs[0] != epochs[1]  # each pass in its own order
 
 
 def test_config_yaml_round_trip_and_unknown_keys(tmp_path: Path) -> None:
