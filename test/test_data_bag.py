@@ -440,26 +440,52 @@ def test_reading_a_bag_imports_no_rclpy(tmp_path: Path, source) -> None:
     assert result.stdout.strip() == "[]", result.stdout
 
 
-def test_evaluate_cli_scores_a_checkpoint_on_bags(tmp_path: Path, source, capsys) -> None:
+def test_evaluate_cli_scores_a_checkpoint_on_bags(tmp_path: Path, source, capsys,
+                                                  monkeypatch) -> None:
+    """metaseg-eval --bag with the shipped weights: every metric present and in range, the
+    ground truth scored is the bag's (the videos written), and the tracking scores equal
+    motmetrics' and TrackEval's on what it scored."""
+    pytest.importorskip("trackeval")
     import torch
+    from metric_reference import (
+        check_against_references,
+        check_metrics_document,
+        decode_masks,
+        record_scored_videos,
+    )
 
     from metaseg_ros.eval.evaluate import main as evaluate
-    from metaseg_ros.model.checkpoint import save_checkpoint
-    from metaseg_ros.model.config import get_config
-    from metaseg_ros.model.metasegmenter import MetaSegmenter
+    from metaseg_ros.inference.builder import shipped_checkpoint
 
+    checkpoint = shipped_checkpoint("tiny")
+    if checkpoint is None:
+        pytest.skip("no shipped tiny weights")
     torch.set_num_threads(1)
     write_bag(source, tmp_path / "bags", storage="mcap")
-    torch.manual_seed(0)
-    model = MetaSegmenter(get_config("tiny", image_size=(64, 64), num_queries=10,
-                                     num_decoder_layers=2))
-    save_checkpoint(model, tmp_path / "model")
+    scored = record_scored_videos(monkeypatch)
     output = tmp_path / "metrics.json"
-    assert evaluate(["--checkpoint", str(tmp_path / "model"), "--bag", str(tmp_path / "bags"),
-                     "--score-threshold", "0.0", "--output", str(output)]) == 0
+    assert evaluate(["--checkpoint", str(checkpoint), "--bag", str(tmp_path / "bags"),
+                     "--score-threshold", "0.3", "--output", str(output)]) == 0
     capsys.readouterr()
     document = json.loads(output.read_text())
     assert document["split"]["bag"] == str(tmp_path / "bags")
     metrics = document["metrics"]
+    check_metrics_document(metrics)
     assert metrics["num_videos"] == len(source)
     assert metrics["num_frames"] == sum(source.num_frames(i) for i in range(len(source)))
+    [videos] = scored
+    assert len(videos) == len(source)
+    # The bags hold one video each; match them to the written videos by their masks.
+    written = [source.load_video(i) for i in range(len(source))]
+    for video in videos:
+        first = video.ground_truth[0]
+        clip = next(c for c in written if c.num_frames == len(video.ground_truth)
+                    and np.array_equal(decode_masks(first.masks), c.masks[0][c.present[0]]))
+        for t, frame in enumerate(video.ground_truth):
+            visible = clip.present[t]
+            assert sorted(frame.ids.tolist()) == sorted(clip.instance_ids[visible].tolist())
+            order = [frame.ids.tolist().index(i) for i in clip.instance_ids[visible]]
+            np.testing.assert_array_equal(decode_masks(frame.masks)[order],
+                                          clip.masks[t][visible])
+    expected = check_against_references(metrics, videos)
+    assert expected["false_positives"] + expected["misses"] > 0 and expected["det_a"] > 0

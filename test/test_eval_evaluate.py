@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
 import torch
+from metric_reference import (
+    check_against_references,
+    check_metrics_document,
+    decode_masks,
+    record_scored_videos,
+)
 
-from metaseg_ros.classes import DEFAULT_CLASSES
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
 from metaseg_ros.eval.evaluate import evaluate_segmenter, main
-from metaseg_ros.model.checkpoint import save_checkpoint
-from metaseg_ros.model.config import get_config
-from metaseg_ros.model.metasegmenter import MetaSegmenter
+from metaseg_ros.inference.builder import shipped_checkpoint
+from metaseg_ros.model.checkpoint import load_checkpoint_config
 from metaseg_ros.results import Detection, FrameDetections
 from metaseg_ros.tracking import TrackerConfig
 
@@ -85,15 +90,40 @@ def test_identity_swaps_and_bad_masks_lower_the_scores() -> None:
     assert eroded.j_and_f < 0.8 and eroded.video_ap < 0.5
 
 
-def test_command_line_evaluates_a_checkpoint(tmp_path, capsys) -> None:
-    torch.manual_seed(0)
-    model = MetaSegmenter(get_config("tiny", image_size=(64, 64), num_queries=8,
-                                     num_decoder_layers=1))
-    save_checkpoint(model, tmp_path / "model")
-    assert main(["--checkpoint", str(tmp_path / "model"), "--synthetic-videos", "1",
-                 "--synthetic-frames", "3", "--synthetic-size", "64", "64",
+def test_command_line_evaluates_a_checkpoint(tmp_path, capsys, monkeypatch) -> None:
+    """metaseg-eval on the shipped weights: the JSON it prints and writes holds every
+    metric, in range, and the tracking scores equal the reference implementations' on
+    exactly what it scored, whose ground truth is the split's own."""
+    pytest.importorskip("trackeval")
+    checkpoint = shipped_checkpoint("tiny")
+    if checkpoint is None:
+        pytest.skip("no shipped tiny weights")
+    scored = record_scored_videos(monkeypatch)
+    torch.set_num_threads(2)
+    assert main(["--checkpoint", str(checkpoint), "--synthetic-videos", "2",
+                 "--synthetic-frames", "4", "--synthetic-size", "128", "128",
                  "--output", str(tmp_path / "metrics.json")]) == 0
     printed = capsys.readouterr().out
-    assert '"num_frames": 3' in printed
     assert (tmp_path / "metrics.json").read_text().strip() == printed.strip()
-    assert model.class_names == DEFAULT_CLASSES
+    document = json.loads(printed)
+    assert document["checkpoint"] == str(checkpoint)
+    metrics = document["metrics"]
+    check_metrics_document(metrics)
+    assert (metrics["num_videos"], metrics["num_frames"]) == (2, 8)
+    [videos] = scored
+    # The ground truth scored is the split's: the same synthetic videos, rendered here.
+    classes = load_checkpoint_config(checkpoint).class_names
+    split = SyntheticVideoSource(2, SyntheticConfig(image_size=(128, 128), num_frames=4,
+                                                    class_names=classes),
+                                 seed=0, first_video=100_000)
+    for index, video in enumerate(videos):
+        clip = split.load_video(index)
+        assert len(video.ground_truth) == clip.num_frames
+        for t, frame in enumerate(video.ground_truth):
+            visible = clip.present[t]
+            assert frame.ids.tolist() == clip.instance_ids[visible].tolist()
+            if visible.any():
+                np.testing.assert_array_equal(decode_masks(frame.masks), clip.masks[t][visible])
+    expected = check_against_references(metrics, videos)
+    # Not a degenerate case: the shipped model finds objects, and misses or adds some.
+    assert 0 < expected["det_a"] < 1 and expected["hota"] > 0.1

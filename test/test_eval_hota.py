@@ -1,8 +1,10 @@
-"""HOTA against hand-computed cases (TrackEval's definition)."""
+"""HOTA against hand-computed cases and against TrackEval itself (the `trackeval` package) on
+motmetrics' TUD data and on the synthetic tracking scenes."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,7 +103,7 @@ def test_combine_sequences() -> None:
     combined = combine_hota([one, one])
     assert combined.hota == pytest.approx(one.hota)
     np.testing.assert_array_equal(combined.tp, 2 * one.tp)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no results to combine"):
         combine_hota([])
 
 
@@ -113,3 +115,110 @@ def test_mask_similarity() -> None:
     result = hota_metrics(gt, pred, similarity="mask")
     assert result.loca_alpha[0] == pytest.approx(0.6)
     assert result.hota == pytest.approx(12 / 19)  # alphas 0.05 .. 0.60 match
+
+
+# -- against TrackEval (the `trackeval` package), on real and synthetic tracking output ----
+
+
+def assert_same_as_trackeval(ours, reference: dict) -> None:
+    """Our HotaMetrics against TrackEval's result dictionary, alpha by alpha. Both ran on
+    the same similarity matrices with the same operations: the counts must be equal and the
+    ratios equal up to the order of summation."""
+    np.testing.assert_array_equal(ours.tp, reference["HOTA_TP"])
+    np.testing.assert_array_equal(ours.fn, reference["HOTA_FN"])
+    np.testing.assert_array_equal(ours.fp, reference["HOTA_FP"])
+    for name, field in (("hota_alpha", "HOTA"), ("deta_alpha", "DetA"), ("assa_alpha", "AssA"),
+                        ("loca_alpha", "LocA"), ("detre_alpha", "DetRe"),
+                        ("detpr_alpha", "DetPr"), ("assre_alpha", "AssRe"),
+                        ("asspr_alpha", "AssPr")):
+        np.testing.assert_allclose(getattr(ours, name), reference[field], rtol=0, atol=1e-12,
+                                   err_msg=name)
+    assert ours.hota == pytest.approx(float(np.mean(reference["HOTA"])), abs=1e-12)
+
+
+def mot_challenge_frames(path, num_frames: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per-frame ids and [x, y, w, h] boxes of a MOTChallenge file, read by motmetrics."""
+    from metaseg_ros.eval.motmetrics_compat import import_motmetrics
+
+    table = import_motmetrics().io.loadtxt(str(path))
+    frame_ids, boxes = [], []
+    for frame in range(1, num_frames + 1):
+        rows = table.loc[frame] if frame in table.index.get_level_values(0) else table.iloc[:0]
+        frame_ids.append(np.asarray(rows.index, dtype=np.int64))
+        boxes.append(rows[["X", "Y", "Width", "Height"]].to_numpy(np.float64))
+    return frame_ids, boxes
+
+
+@pytest.mark.filterwarnings("ignore:Operation with tuple is deprecated")  # motmetrics' loader
+def test_tud_equals_trackeval() -> None:
+    """motmetrics' TUD-Campus and TUD-Stadtmitte data (real tracker output, boxes): our box
+    IoU equals TrackEval's (to 1e-12), and our HOTA, DetA, AssA, LocA, DetRe, DetPr, AssRe,
+    AssPr equal TrackEval's on TrackEval's similarities, per sequence and combined. (The two
+    parts together are the whole computation: on the similarities themselves two
+    implementations may differ in the last bit, which no threshold test should rest on.)"""
+    pytest.importorskip("trackeval")
+    from metric_reference import trackeval_hota, trackeval_hota_combined
+    from trackeval.datasets._base_dataset import _BaseDataset
+
+    from metaseg_ros.eval import load_mot_challenge
+    from metaseg_ros.eval.motmetrics_compat import import_motmetrics
+    from metaseg_ros.eval.similarity import frame_iou
+
+    data = Path(import_motmetrics().__file__).parent / "data"
+    ours_all, references = [], []
+    for name in ("TUD-Campus", "TUD-Stadtmitte"):
+        gt = load_mot_challenge(data / name / "gt.txt")
+        pred = load_mot_challenge(data / name / "test.txt", num_frames=len(gt))
+        gt_ids, gt_boxes = mot_challenge_frames(data / name / "gt.txt", len(gt))
+        pred_ids, pred_boxes = mot_challenge_frames(data / name / "test.txt", len(gt))
+        sims = [_BaseDataset._calculate_box_ious(g, p, box_format="xywh")
+                for g, p in zip(gt_boxes, pred_boxes, strict=True)]
+        for t, (g, p) in enumerate(zip(gt, pred, strict=True)):
+            assert g.ids.tolist() == gt_ids[t].tolist() and p.ids.tolist() == pred_ids[t].tolist()
+            np.testing.assert_allclose(frame_iou(g, p, "box"), sims[t], rtol=0, atol=1e-12)
+        ours = hota_from_similarities(gt_ids, pred_ids, sims)
+        reference = trackeval_hota(gt_ids, pred_ids, sims)
+        assert_same_as_trackeval(ours, reference)
+        assert 0.2 < ours.hota < 0.8 and ours.fp.sum() > 0 and ours.fn.sum() > 0
+        ours_all.append(ours)
+        references.append(reference)
+    assert_same_as_trackeval(combine_hota(ours_all), trackeval_hota_combined(references))
+
+
+def test_synthetic_tracking_equals_trackeval() -> None:
+    """The synthetic tracking scenes (crossing, occlusion, re-entry, crowd) under high
+    detector noise, tracked by our tracker: our HOTA and its parts from masks equal
+    TrackEval's, per scene and combined. Mask IoU is one division of two pixel counts, so
+    ours (pycocotools) and the one counted here with numpy are identical, not just close."""
+    pytest.importorskip("trackeval")
+    from metric_reference import decode_frame, similarities, trackeval_hota, trackeval_hota_combined
+
+    from metaseg_ros.classes import DEFAULT_CLASSES
+    from metaseg_ros.data.synthetic_detections import (
+        NOISE_LEVELS,
+        SCENE_KINDS,
+        make_scene,
+        simulate,
+    )
+    from metaseg_ros.eval.similarity import frame_iou
+    from metaseg_ros.tracking import Tracker, TrackerConfig
+
+    ours_all, references = [], []
+    for index, kind in enumerate(SCENE_KINDS):
+        sequence = simulate(make_scene(kind, seed=index, num_frames=40, gap=10),
+                            NOISE_LEVELS["high"], seed=index)
+        tracker = Tracker(TrackerConfig(), DEFAULT_CLASSES)
+        pred = [FrameObjects.from_tracked(tracker.update(f)) for f in sequence.detections]
+        gt_frames = [decode_frame(f) for f in sequence.ground_truth]
+        pred_frames = [decode_frame(f) for f in pred]
+        sims = similarities(gt_frames, pred_frames)
+        for g, p, s in zip(sequence.ground_truth, pred, sims, strict=True):
+            np.testing.assert_array_equal(frame_iou(g, p, "mask"), s)
+        ours = hota_metrics(sequence.ground_truth, pred, similarity="mask")
+        reference = trackeval_hota([f.ids for f in gt_frames], [f.ids for f in pred_frames],
+                                   sims)
+        assert_same_as_trackeval(ours, reference)
+        assert 0.1 < ours.hota < 0.95, kind  # neither empty nor perfect
+        ours_all.append(ours)
+        references.append(reference)
+    assert_same_as_trackeval(combine_hota(ours_all), trackeval_hota_combined(references))
