@@ -5,7 +5,8 @@ Three node processes serve the tests of this module:
   default backend `auto`, i.e. ONNX Runtime here) in the namespace /robot1 with the image
   remapped to /cam/front, raw input;
 - `compressed_node`: the same on eager PyTorch, with compressed input;
-- `color_node`: the deterministic ColorSegmenter (test/helpers) for the track-id test.
+- `color_node`: the deterministic ColorSegmenter (test/helpers) for the track-id test, and
+  with its gate (a frame it holds until the test lets it go) for the keep-latest test.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
-from color_segmenter import draw_squares
+from color_segmenter import GATE_VARIABLE, draw_squares
 from diagnostic_msgs.msg import DiagnosticArray
 from node_runner import NodeProcess
 from PIL import Image as PILImage
@@ -33,9 +34,11 @@ from std_srvs.srv import Trigger
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoGenerator
 from metaseg_ros.msg import InstanceMaskArray
 from metaseg_ros.ros.messages import decode_instance_mask
+from metaseg_ros.visualization import track_color
 
 STARTUP_TIMEOUT = 240.0  # importing torch and building the model on 2 loaded cores
 FRAME_TIMEOUT = 120.0
+DIAGNOSTICS_TIMEOUT = 60.0  # /diagnostics comes at 1 Hz: ample even on 2 loaded cores
 SENSOR_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 RELIABLE_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 # Thresholds at zero and immediate track birth, so that every instance whose mask has a pixel
@@ -76,11 +79,20 @@ def compressed_node(tmp_path_factory, probe):
 
 
 @pytest.fixture(scope="module")
-def color_node(tmp_path_factory, probe):
-    node = start_node(tmp_path_factory, "color_node",
-                      {"segmenter": "color_segmenter:create", "input_reliability": "reliable",
-                       "input_depth": 10, "tracker.max_lost": 5},
-                      image="/cam/colors", namespace="robot3")
+def gate_dir(tmp_path_factory) -> Path:
+    """Where color_node's segmenter announces and awaits a gated frame (color_segmenter)."""
+    return tmp_path_factory.mktemp("gate")
+
+
+@pytest.fixture(scope="module")
+def color_node(tmp_path_factory, probe, gate_dir):
+    with pytest.MonkeyPatch.context() as patch:  # the node inherits the environment
+        patch.setenv(GATE_VARIABLE, str(gate_dir))
+        node = start_node(tmp_path_factory, "color_node",
+                          {"segmenter": "color_segmenter:create",
+                           "input_reliability": "reliable", "input_depth": 10,
+                           "tracker.max_lost": 5},
+                          image="/cam/colors", namespace="robot3")
     yield node
     assert node.stop() == 0, "\n".join(node.output)
 
@@ -195,22 +207,53 @@ def test_compressed_input_and_corrupted_jpeg(compressed_node, probe):
         assert (msg.height, msg.width) == (72, 100)
     errors = [line for line in compressed_node.output if "dropped frame" in line]
     assert len(errors) == 1 and "cannot decode" in errors[0], errors
-    probe.wait_for(lambda: _diagnostic(probe, "robot2", "dropped_invalid_input") == "1", 10,
-                   "the drop counted on /diagnostics")
-    # Where a frame's time goes, and what the tracker holds, are reported too.
-    assert float(_diagnostic(probe, "robot2", "segment_ms_median")) > 0.0
-    assert 0.0 < float(_diagnostic(probe, "robot2", "track_ms_median")) < 1000.0
-    assert int(_diagnostic(probe, "robot2", "live_tracks")) >= 1
-    assert int(_diagnostic(probe, "robot2", "instances_last_frame")) >= 0
+    last = next(m for m in probe.messages(topic) if m.header.stamp.sec == 7004)
+    assert len(last.instances) >= 1, "score_threshold 0 must yield instances"
+    # The report once frame 7004, the last one, is counted: the drop, where a frame's time
+    # goes, what the tracker holds and what the last frame gave.
+    values = _wait_for_diagnostics(
+        probe, "robot2", lambda v: v.get("dropped_invalid_input") == "1"
+        and v.get("instances_last_frame") == str(len(last.instances)),
+        "the drop and frame 7004 counted on /diagnostics")
+    assert float(values["segment_ms_median"]) > 0.0
+    assert 0.0 < float(values["track_ms_median"]) < 1000.0
+    assert int(values["live_tracks"]) >= len(last.instances)
 
 
 def _diagnostic(probe: Probe, namespace: str, key: str) -> str | None:
     """Latest value of `key` in the node's /diagnostics status (None if not seen)."""
+    values = _diagnostic_values(probe, namespace)
+    return None if values is None else values.get(key)
+
+
+def _diagnostic_values(probe: Probe, namespace: str, since_ns: int = 0) -> dict | None:
+    """The key-values of the node's latest /diagnostics status stamped at or after
+    `since_ns` (None if none arrived)."""
     for array in reversed(probe.messages("/diagnostics")):
+        stamp = array.header.stamp.sec * 1_000_000_000 + array.header.stamp.nanosec
+        if stamp < since_ns:
+            continue
         for status in array.status:
             if f"/{namespace}/" in status.name:
-                return {kv.key: kv.value for kv in status.values}.get(key)
+                return {kv.key: kv.value for kv in status.values}
     return None
+
+
+def _wait_for_diagnostics(probe: Probe, namespace: str, condition, what: str,
+                          since_ns: int = 0) -> dict:
+    """The node's latest /diagnostics key-values once `condition(values)` holds on them (a
+    report stamped at or after `since_ns`); AssertionError after DIAGNOSTICS_TIMEOUT."""
+    found: list[dict] = []
+
+    def holds() -> bool:
+        values = _diagnostic_values(probe, namespace, since_ns)
+        if values is not None and condition(values):
+            found.append(values)
+            return True
+        return False
+
+    probe.wait_for(holds, DIAGNOSTICS_TIMEOUT, what)
+    return found[-1]
 
 
 def test_bad_images_are_dropped_counted_and_the_next_frame_processed(model_node, probe):
@@ -243,8 +286,9 @@ def test_bad_images_are_dropped_counted_and_the_next_frame_processed(model_node,
                    FRAME_TIMEOUT, "the good frame after the bad ones")
     for expected in bad:
         assert sum(expected in line for line in model_node.output) == 1, expected
-    probe.wait_for(lambda: int(_diagnostic(probe, "robot1", "dropped_invalid_input") or 0)
-                   == before + len(bad), 10, "four drops counted on /diagnostics")
+    _wait_for_diagnostics(
+        probe, "robot1", lambda v: int(v.get("dropped_invalid_input", 0)) == before + len(bad),
+        "four drops counted on /diagnostics")
     assert model_node.process.poll() is None
 
 
@@ -254,7 +298,8 @@ def test_label_image_and_overlay_while_subscribed(model_node, probe):
     probe.record(Image, "/robot1/overlay", RELIABLE_QOS)
     publisher = probe.node.create_publisher(Image, "/cam/front", SENSOR_QOS)
     probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's subscription")
-    rgb, _ = scene(90, 70)
+    height, width = 150, 200  # room for the labels: most pixels stay the input's
+    rgb, _ = scene(height, width)
 
     def both_arrived(stamp: int) -> bool:
         return all(any(m.header.stamp.sec == stamp for m in probe.messages(topic))
@@ -271,36 +316,112 @@ def test_label_image_and_overlay_while_subscribed(model_node, probe):
                       if m.header.stamp.sec == stamp)
     overlay = next(m for m in probe.messages("/robot1/overlay") if m.header.stamp.sec == stamp)
     instances = next(m for m in probe.messages("/robot1/instances") if m.header.stamp.sec == stamp)
-    # label_encoding's default, 16UC1: ids below 65536 as they are.
-    assert labels_msg.encoding == "16UC1" and (labels_msg.height, labels_msg.width) == (90, 70)
-    labels = np.frombuffer(bytes(labels_msg.data), dtype="<u2").reshape(90, 70)
-    assert overlay.encoding == "rgb8" and (overlay.height, overlay.width) == (90, 70)
-    assert len(overlay.data) == 90 * 70 * 3
+    assert labels_msg.encoding == "16UC1"  # label_encoding's default; ids < 65536 as they are
+    assert (labels_msg.height, labels_msg.width) == (height, width)
+    labels = np.frombuffer(bytes(labels_msg.data), dtype="<u2").reshape(height, width)
+    assert overlay.encoding == "rgb8" and (overlay.height, overlay.width) == (height, width)
+    assert len(overlay.data) == height * width * 3
+    assert len(instances.instances) >= 1, "score_threshold 0 must yield instances"
     assert set(np.unique(labels)) - {0} <= {i.track_id for i in instances.instances}
+    masks = {}
     for instance in instances.instances:  # overlaps are resolved: masks match labels exactly
-        mask = decode_instance_mask(instance, 90, 70)
-        np.testing.assert_array_equal(labels == instance.track_id, mask)
+        masks[instance.track_id] = decode_instance_mask(instance, height, width)
+        np.testing.assert_array_equal(labels == instance.track_id, masks[instance.track_id])
+    # The overlay is the input tinted inside the masks (the mean of pixel and track colour,
+    # the outline in the track colour), a label on black above each box, and the input
+    # itself everywhere else.
+    drawn = np.frombuffer(bytes(overlay.data), np.uint8).reshape(height, width, 3).astype(int)
+    labelled = _label_areas(instances.instances, (height, width))
+    tinted = np.zeros((height, width), bool)
+    for instance in instances.instances:
+        mask = masks[instance.track_id]
+        color = np.array(track_color(instance.track_id))
+        outline = mask & _outline(mask) & ~labelled
+        interior = mask & ~_outline(mask) & ~labelled
+        np.testing.assert_array_equal(drawn[outline], np.broadcast_to(color, drawn[outline].shape))
+        np.testing.assert_array_equal(drawn[interior], (rgb[interior] + color) // 2)
+        tinted |= mask
+    checked = tinted & ~labelled
+    assert checked.sum() > 0.5 * tinted.sum()  # most of the masks are checked
+    assert (drawn[checked] != rgb[checked]).any(axis=1).mean() > 0.9  # and do differ
+    elsewhere = ~tinted & ~labelled
+    assert elsewhere.sum() > 0.3 * elsewhere.size
+    np.testing.assert_array_equal(drawn[elsewhere], rgb[elsewhere])
 
 
-def test_keep_latest_drops_old_frames_and_processes_the_newest(model_node, probe):
-    probe.record(InstanceMaskArray, "/robot1/instances", RELIABLE_QOS)
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """Mask pixels with a 4-neighbour outside the mask."""
+    padded = np.pad(mask, 1)
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
+def _label_areas(instances, shape: tuple[int, int]) -> np.ndarray:
+    """Where the overlay's labels ("#id class score" on a black box, Pillow's default font
+    at 14 px, above each instance's box) may be: their text boxes, 3 px wider all round
+    and 6 px more to the right (the score printed from the float32 in the message may
+    round to another last digit)."""
+    from PIL import Image as Canvas
+    from PIL import ImageDraw, ImageFont
+
+    draw = ImageDraw.Draw(Canvas.new("RGB", (shape[1], shape[0])))
+    font = ImageFont.load_default(size=14)
+    area = np.zeros(shape, bool)
+    for instance in instances:
+        x, y = int(instance.bbox.x_offset), max(int(instance.bbox.y_offset) - 16, 0)
+        text = f"#{instance.track_id} {instance.class_name} {instance.score:.2f}"
+        left, top, right, bottom = draw.textbbox((x, y), text, font=font)
+        area[max(int(top) - 4, 0): int(bottom) + 5, max(int(left) - 4, 0): int(right) + 11] = True
+    return area
+
+
+def test_keep_latest_drops_old_frames_and_processes_the_newest(color_node, probe, gate_dir):
+    """An overload made exact: color_node's segmenter holds a gated frame until the test
+    lets it go; the burst sent meanwhile (reliable input, all delivered) waits in the
+    keep-latest slot, so exactly its newest frame is processed next and every other one is
+    counted as superseded."""
+    topic = "/robot3/instances"
+    probe.record(InstanceMaskArray, topic, RELIABLE_QOS)
     probe.record(DiagnosticArray, "/diagnostics", 50)
-    publisher = probe.node.create_publisher(Image, "/cam/front", SENSOR_QOS)
+    publisher = probe.node.create_publisher(Image, "/cam/colors", RELIABLE_QOS)
     probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's subscription")
-    rgb = np.full((64, 64, 3), 200, np.uint8)
-    burst = range(8000, 8030)
-    for stamp in burst:  # far faster than the model runs
-        publisher.publish(raw_image(rgb, "rgb8", stamp))
-        time.sleep(0.005)
-    probe.wait_for(lambda: any(m.header.stamp.sec == burst[-1]
-                               for m in probe.messages("/robot1/instances")),
+    squares = {0: (10, 20, 16)}
+    # Both sides matched and the node idle: a first frame answered, then a report in which
+    # every frame received is accounted for.
+    _publish_until(probe, publisher, raw_image(draw_squares(64, 64, squares), "rgb8", 8000),
+                   topic, 8000)
+    since = probe.node.get_clock().now().nanoseconds
+
+    def counts(values: dict) -> tuple[int, int, int]:
+        return tuple(int(values[key]) for key in
+                     ("frames_received", "frames_processed", "dropped_superseded"))
+
+    def settled(values: dict) -> bool:
+        received, processed, superseded = counts(values)
+        return received == processed + superseded + int(values["dropped_invalid_input"]) \
+            + int(values["dropped_processing_error"])
+
+    received, processed, superseded = counts(_wait_for_diagnostics(
+        probe, "robot3", settled, "a report with every frame accounted for", since))
+    publisher.publish(raw_image(draw_squares(64, 64, squares, gate=True), "rgb8", 8001))
+    probe.wait_for((gate_dir / "entered").exists, FRAME_TIMEOUT, "the gated frame held")
+    burst = range(8002, 8010)  # no more than the node's input depth (10)
+    for stamp in burst:
+        publisher.publish(raw_image(draw_squares(64, 64, squares), "rgb8", stamp))
+    _wait_for_diagnostics(probe, "robot3",
+                          lambda v: counts(v)[0] == received + 1 + len(burst),
+                          "the burst received while the gated frame is held")
+    (gate_dir / "open").touch()
+    probe.wait_for(lambda: any(m.header.stamp.sec == burst[-1] for m in probe.messages(topic)),
                    FRAME_TIMEOUT, "the newest frame of the burst")
-    processed = [m.header.stamp.sec for m in probe.messages("/robot1/instances")
-                 if m.header.stamp.sec in burst]
-    assert len(processed) < len(burst) / 2, processed
-    assert processed == sorted(set(processed)), processed  # in order, each frame once
-    probe.wait_for(lambda: int(_diagnostic(probe, "robot1", "dropped_superseded") or 0) > 0,
-                   10, "superseded frames counted on /diagnostics")
+    values = _wait_for_diagnostics(
+        probe, "robot3", lambda v: counts(v)[1] == processed + 2 and settled(v),
+        "the gated frame and the newest one counted as processed")
+    assert counts(values) == (received + 1 + len(burst), processed + 2,
+                              superseded + len(burst) - 1)
+    answered = [m.header.stamp.sec for m in probe.messages(topic)
+                if m.header.stamp.sec in range(8001, burst[-1] + 1)]
+    assert answered == [8001, burst[-1]], answered
 
 
 def test_qos_of_topics_as_configured(model_node, color_node, probe):
