@@ -313,3 +313,58 @@ def test_two_nodes_in_two_namespaces_keep_their_own_topics_tracks_and_diagnostic
     finally:
         for node in nodes.values():
             assert node.stop() == 0, "\n".join(node.output)
+
+
+# -- a backend failing while the node runs ---------------------------------------------------
+
+def test_a_failing_backend_falls_back_and_the_node_keeps_publishing(rclpy_context, probe):
+    """The node in this process (messages still cross DDS: rclpy has no intra-process path),
+    on ONNX Runtime; its session starts failing mid-stream (as a CUDA or engine error
+    would): the frame is re-run on eager PyTorch, answers keep coming, /diagnostics warns."""
+    import threading
+
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from metaseg_ros.ros.node import MetaSegNode
+
+    node = MetaSegNode(namespace="fallback", parameter_overrides=[
+        Parameter("backend", value="onnxruntime"), Parameter("input_reliability", value="reliable"),
+        Parameter("input_depth", value=10), Parameter("score_threshold", value=0.0),
+        Parameter("tracker.confirm_hits", value=1), Parameter("tracker.birth_score", value=0.0),
+        Parameter("tracker.min_score", value=0.0), Parameter("num_threads", value=2)])
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        topic = "/fallback/instances"
+        probe.record(InstanceMaskArray, topic, RELIABLE)
+        publisher = probe.node.create_publisher(Image, "/fallback/image", RELIABLE)
+        probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the subscription")
+        second = 1_000_000_000
+        before = send_and_wait(probe, publisher, frame(1 * second, size=(96, 128)), topic)
+        assert before.instances  # thresholds at zero: the model answers with instances
+
+        class BrokenSession:
+            def run(self, *_args, **_kwargs):
+                raise RuntimeError("ONNX Runtime error (injected)")
+
+        runner = node.runtime.pipeline[""].segmenter.runner
+        runner.active.session = BrokenSession()
+        after = [send_and_wait(probe, publisher, frame(k * second // 10 + 2 * second,
+                                                       size=(96, 128)), topic)
+                 for k in range(3)]
+        assert all(msg.instances for msg in after)
+        probe.wait_for(lambda: value(probe, "fallback", "resets_backend_fallback") == "1", 15,
+                       "the fallback counted on /diagnostics")
+        status = status_of(probe, "fallback")
+        assert status.level == DiagnosticStatus.WARN
+        assert "running on eager/cpu after: backend onnxruntime failed" in status.message
+        assert "ONNX Runtime error (injected)" in status.message
+        assert value(probe, "fallback", "dropped_processing_error") == "0"
+        assert value(probe, "fallback", "backend") == "eager/cpu"
+    finally:
+        executor.shutdown(timeout_sec=2)
+        node.shutdown()
+        node.destroy_node()
