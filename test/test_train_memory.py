@@ -179,7 +179,24 @@ def test_model_card_names_the_memory_training() -> None:
         "memory_gate_init=0.3", "freeze=[backbone]", "optim.memory_lr_multiplier=10",
         "loss.degraded_frame_weight=2", "data.degradations=degraded"]))
     words = _memory_training(tuned)
-    for part in ("gates started at 0.3", "frozen: backbone", "lr x 10.0",
+    for part in ("gates started at 0.3", "frozen: backbone", "attention lr x 10.0",
                  "degraded frames x 2.0"):
         assert part in words
     assert "degradations `degraded`" in _degradations(tuned["data"])
+
+
+def test_train_only_updates_just_the_named_parameters(tmp_path: Path) -> None:
+    path = ["memory_attn", "memory_reader", "memory_write_proj"]
+    trainer = small_trainer(tmp_path, f"train_only={path}", "freeze=[backbone]",
+                            "memory_gate_init=0.5")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    batch = collate_clips([trainer.dataset[(i, 0)] for i in range(2)])
+    for _ in range(2):
+        trainer.train_step([batch])
+    after = trainer.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(any(p in k for p in path) for k in changed), sorted(changed)
+    assert any("memory_attn.attn" in k for k in changed)
+    assert any(k.startswith("memory_reader.") for k in changed)
+    with pytest.raises(ValueError, match="no parameter name contains"):
+        small_trainer(tmp_path / "bad", "train_only=[memory_atn]")

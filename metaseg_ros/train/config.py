@@ -122,6 +122,9 @@ class TrainConfig:
     # Submodules of MetaSegmenter (e.g. "backbone", "pixel_decoder") that do not train: no
     # gradients, no optimizer entry, kept in eval mode (normalisation statistics frozen).
     freeze: tuple[str, ...] = ()
+    # If not empty, only parameters whose names contain one of these strings train (e.g.
+    # ["memory_attn", "memory_reader", "memory_write_proj"]: the memory path alone).
+    train_only: tuple[str, ...] = ()
     find_unused_parameters: bool = False
     log_every: int = 10
     checkpoint_every: int = 500

@@ -54,11 +54,16 @@ def _memory_training(train_config: dict) -> str:
     parts = []
     if train_config.get("memory_gate_init") is not None:
         parts.append(f"memory gates started at {train_config['memory_gate_init']}")
+    if train_config.get("memory_attention_init"):
+        parts.append(f"memory attention started as the {train_config['memory_attention_init']}")
     if train_config.get("freeze"):
         parts.append(f"frozen: {', '.join(train_config['freeze'])}")
+    if train_config.get("train_only"):
+        parts.append(f"only parameters named {', '.join(train_config['train_only'])} trained")
     multiplier = train_config["optim"].get("memory_lr_multiplier", 1.0)
     if multiplier != 1.0:
-        parts.append(f"memory attention lr x {multiplier}")
+        scope = train_config["optim"].get("memory_lr_scope", "attention")
+        parts.append(f"memory {'path' if scope == 'path' else 'attention'} lr x {multiplier}")
     weight = train_config["loss"].get("degraded_frame_weight", 1.0)
     if weight != 1.0:
         parts.append(f"loss on degraded frames x {weight}")

@@ -120,6 +120,18 @@ def freeze_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
     return modules
 
 
+def train_only(model: nn.Module, patterns: Sequence[str]) -> None:
+    """Only parameters whose names contain one of `patterns` keep training; a pattern that
+    matches nothing is an error."""
+    names = [name for name, _ in model.named_parameters()]
+    for pattern in patterns:
+        if not any(pattern in name for name in names):
+            raise ValueError(f"train_only: no parameter name contains {pattern!r}")
+    for name, parameter in model.named_parameters():
+        if not any(pattern in name for pattern in patterns):
+            parameter.requires_grad_(False)
+
+
 def frame_predictions(outputs: Sequence[tuple[torch.Tensor, ...]]) -> list[FramePrediction]:
     """ClipUnroller outputs as FramePrediction records (final layer last)."""
     predictions = []
@@ -165,6 +177,8 @@ class Trainer:
         if config.memory_gate_init is not None:
             set_memory_gates(self.model, config.memory_gate_init)
         self.frozen = freeze_modules(self.model, config.freeze)
+        if config.train_only:
+            train_only(self.model, config.train_only)
         self.model.to(self.device)
         self.unroller = ClipUnroller(self.model, config.detach_memory)
         if self.context.distributed:
