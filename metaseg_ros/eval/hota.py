@@ -1,7 +1,9 @@
 """HOTA (Luiten et al., IJCV 2021) with its DetA / AssA decomposition.
 
-Written here to the definition TrackEval implements (trackeval/metrics/hota.py), because
-TrackEval does not run on numpy 2 (`np.float`). For one sequence:
+Written here to the definition TrackEval implements (trackeval/metrics/hota.py): it works on
+our per-frame objects and mask IoU directly, where TrackEval needs its dataset classes and
+files (the original release also fails on numpy 2; PyPI's trackeval 1.3 runs, and the tests
+compare the two alpha by alpha). For one sequence:
 
 1. Global alignment: for every (gt id, predicted id) pair, sum over frames the per-frame
    normalised similarity S_ij / (sum_j S_ij + sum_i S_ij - S_ij); divide by
