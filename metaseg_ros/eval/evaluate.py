@@ -28,7 +28,7 @@ import torch
 from metaseg_ros.data.sources import VideoSourceConfig, build_video_source
 from metaseg_ros.data.types import ClipSample, VideoSource
 from metaseg_ros.eval.frames import FrameObjects
-from metaseg_ros.eval.scoring import ScoredVideo, score_videos
+from metaseg_ros.eval.scoring import ScoredVideo, Scores, score_videos
 from metaseg_ros.inference.pipeline import PerceptionPipeline
 from metaseg_ros.inference.runners.eager import EagerRunner
 from metaseg_ros.inference.segmenter import StreamingSegmenter
@@ -41,25 +41,9 @@ from metaseg_ros.user_errors import ArgumentParser, run_command
 
 
 @dataclass(frozen=True)
-class EvaluationResult:
-    """Scores of one checkpoint on one split (ratios in [0, 1]; -1 where undefined)."""
+class EvaluationResult(Scores):
+    """Scores of one checkpoint on one split, and what it took to get them."""
 
-    video_ap: float
-    video_ap50: float
-    video_ap75: float
-    video_ar1: float
-    video_ar10: float
-    idf1: float
-    mota: float
-    id_switches: int
-    false_positives: int
-    misses: int
-    hota: float
-    det_a: float
-    ass_a: float
-    j_and_f: float
-    j_mean: float
-    f_mean: float
     num_videos: int
     num_frames: int
     seconds_per_frame: float

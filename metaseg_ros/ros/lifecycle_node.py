@@ -17,15 +17,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from metaseg_ros.ros.node import CONFIGURATION_ERRORS, LiveParameters
+from metaseg_ros.ros.node import CONFIGURATION_ERRORS, NODE_NAME, LiveParameters, run_node
 from metaseg_ros.ros.parameters import declare_parameters, read_parameters
 from metaseg_ros.ros.runtime import MetaSegRuntime
-
-NODE_NAME = "metaseg_node"
 
 
 class MetaSegLifecycleNode(LifecycleNode):
@@ -97,24 +93,9 @@ class MetaSegLifecycleNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of the `metaseg_lifecycle_node` executable."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = MetaSegLifecycleNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except CONFIGURATION_ERRORS as error:  # parameters refused at declaration
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid configuration: {error}")
-        return 2
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    """Entry point of the `metaseg_lifecycle_node` executable (exit code 2 when parameters
+    are refused at declaration; a bad checkpoint fails configure instead)."""
+    return run_node(MetaSegLifecycleNode, args)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ validated in the on-set callback and applied in a post-set callback.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import rclpy
@@ -101,12 +102,14 @@ class MetaSegNode(Node):
         self.runtime.unload()
 
 
-def main(args: list[str] | None = None) -> int:
-    """Entry point of the `metaseg_node` executable; exit code 2 on bad configuration."""
+def run_node(make_node: Callable[[], Any], args: list[str] | None = None) -> int:
+    """Initialise rclpy, make the node and spin it until Ctrl-C or shutdown; exit code 2
+    with one fatal line when the configuration is refused (parameters, checkpoint,
+    backend), 0 otherwise. The node's shutdown() runs in every case."""
     rclpy.init(args=args)
     node = None
     try:
-        node = MetaSegNode()
+        node = make_node()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -120,6 +123,11 @@ def main(args: list[str] | None = None) -> int:
         if rclpy.ok():
             rclpy.shutdown()
     return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of the `metaseg_node` executable; exit code 2 on bad configuration."""
+    return run_node(MetaSegNode, args)
 
 
 if __name__ == "__main__":
