@@ -1,6 +1,7 @@
 """How the model's memory and the tracker work together, measured on the held-out split.
 
     .venv/bin/python scripts/bench_memory_tracking.py --checkpoint metaseg_ros/weights/metaseg_tiny
+    (--degradations reentry --first-video 200000: the re-entry scenes of issue 14)
 
 Runs the online pipeline (StreamingSegmenter + Tracker) over held-out synthetic videos in
 several variants and prints video mask AP, IDF1, HOTA and ID switches for each:
@@ -31,8 +32,10 @@ import dataclasses
 import numpy as np
 import torch
 
+from metaseg_ros.data.degradations import DEGRADED_PRESET, DegradationConfig
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
 from metaseg_ros.eval.evaluate import evaluate_segmenter
+from metaseg_ros.eval.memory_ab import MemorylessSegmenter
 from metaseg_ros.inference.pipeline import PerceptionPipeline
 from metaseg_ros.inference.runners.eager import EagerRunner
 from metaseg_ros.inference.segmenter import StreamingSegmenter
@@ -76,24 +79,6 @@ class RecordedSegmenter:
         self.replaying, self._video, self._frame = True, -1, -1
 
 
-class MemorylessSegmenter:
-    """The same segmenter with its memory emptied before every frame."""
-
-    def __init__(self, inner: StreamingSegmenter) -> None:
-        self.inner = inner
-
-    @property
-    def class_names(self):
-        return self.inner.class_names
-
-    def step(self, image: np.ndarray) -> FrameDetections:
-        self.inner.reset()
-        return self.inner.step(image)
-
-    def reset(self) -> None:
-        self.inner.reset()
-
-
 def published_overlaps(segmenter, source, tracker_config: TrackerConfig
                        ) -> tuple[dict[str, int], dict[str, list[float]]]:
     """Published instances counted by their best mask IoU with a ground-truth object of the
@@ -124,6 +109,9 @@ def main() -> None:
     parser.add_argument("--first-video", type=int, default=100_000)
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--degradations", default="none",
+                        help="'none', 'degraded' (DEGRADED_PRESET) or one kind of it alone, "
+                             "e.g. 'reentry' (an object leaves and comes back in every video)")
     parser.add_argument("--sweep", nargs="+", metavar=("FIELD", "VALUE"),
                         help="a TrackerConfig field and the values to compare")
     parser.add_argument("--false-positives", action="store_true",
@@ -133,9 +121,15 @@ def main() -> None:
 
     model = load_checkpoint(args.checkpoint).eval()
     size = tuple(model.config.image_size)
-    source = SyntheticVideoSource(args.videos, SyntheticConfig(image_size=size,
-                                                               num_frames=args.frames),
-                                  seed=0, first_video=args.first_video)
+    if args.degradations == "none":
+        degradations = DegradationConfig()
+    elif args.degradations == "degraded":
+        degradations = DEGRADED_PRESET
+    else:
+        degradations = DEGRADED_PRESET.only(args.degradations, 1.0)
+    source = SyntheticVideoSource(args.videos, SyntheticConfig(
+        image_size=size, num_frames=args.frames, class_names=tuple(model.class_names),
+        degradations=degradations), seed=0, first_video=args.first_video)
     segmenter = StreamingSegmenter(EagerRunner(model), PostprocessSettings())
     defaults = TrackerConfig()
     columns = ("| video AP | IDF1 | HOTA | ID switches | MOTA | false positives | misses |",
@@ -181,7 +175,8 @@ def main() -> None:
          dataclasses.replace(defaults, embedding_weight=0.0)),
     ]
     print(f"{args.videos} held-out synthetic videos (first {args.first_video}), "
-          f"{args.frames} frames of {size[1]}x{size[0]}, checkpoint {args.checkpoint}")
+          f"{args.frames} frames of {size[1]}x{size[0]}, degradations {args.degradations}, "
+          f"checkpoint {args.checkpoint}")
     print("| variant " + columns[0])
     print("|---" + columns[1])
     for name, variant, tracker in variants:
