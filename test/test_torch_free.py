@@ -90,3 +90,25 @@ def test_the_numpy_minimum_is_the_lanes_numpy() -> None:
                      re.MULTILINE).group(1)
     assert setup == runtime
     assert tuple(map(int, lane.split(".")[:2])) == tuple(map(int, setup.split(".")[:2]))
+
+
+def test_cameras_with_a_plugin_step_without_torch() -> None:
+    """Several cameras on a segmenter plugin run frames where torch cannot be imported
+    (the py310 lane's node with `cameras`): stepping them together must not reach for the
+    batching code of MetaSegmenter."""
+    code = (BLOCK_TORCH + "sys.path.insert(0, 'test/helpers')\n"
+            "import numpy as np\n"
+            "from metaseg_ros.inference.cameras import create_camera_pipelines\n"
+            "from metaseg_ros.inference.settings import ModelSettings, PipelineSettings\n"
+            "from color_segmenter import draw_squares\n"
+            "settings = PipelineSettings(ModelSettings(segmenter='color_segmenter:create'))\n"
+            "pipelines = create_camera_pipelines(settings, ['front', 'down'])\n"
+            "frame = draw_squares(40, 40, {0: (5, 5, 10)})\n"
+            "for _ in range(3):\n"
+            "    out = pipelines.step({'front': frame, 'down': frame})\n"
+            "assert pipelines.last_batch_size == 1\n"
+            "print(sorted(len(out[c].instances) for c in out))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[1, 1]", result.stdout

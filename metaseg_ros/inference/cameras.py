@@ -23,10 +23,11 @@ import numpy as np
 from metaseg_ros.inference.pipeline import PerceptionPipeline, PipelineInfo
 from metaseg_ros.inference.plugin import plugin_pipeline
 from metaseg_ros.inference.settings import PipelineSettings, PostprocessSettings
-from metaseg_ros.results import TrackedFrame
+from metaseg_ros.results import FrameDetections, TrackedFrame
 from metaseg_ros.tracking import Tracker, TrackIds
 
 Log = Callable[[str], None]
+BatchStep = Callable[[Sequence[object], Sequence[np.ndarray]], "list[FrameDetections] | None"]
 
 
 class CameraPipelines:
@@ -34,15 +35,20 @@ class CameraPipelines:
 
     batching: run frames of several cameras as one batch where the runner allows it
     (False: always one after the other, to compare).
+    batch_step: segments one frame per segmenter in one call and returns their detections,
+    or None when these segmenters cannot run as a batch (then they run one after the
+    other); None for segmenters that never batch (plugins). Given by the builder so that
+    this module needs no torch.
     """
 
     def __init__(self, pipelines: Mapping[str, PerceptionPipeline], ids: TrackIds,
-                 batching: bool = True) -> None:
+                 batching: bool = True, batch_step: BatchStep | None = None) -> None:
         if not pipelines:
             raise ValueError("CameraPipelines needs at least one camera")
         self.pipelines = dict(pipelines)
         self.ids = ids
         self.batching = batching
+        self.batch_step = batch_step
         self.last_batch_size = 0
 
     @property
@@ -90,15 +96,6 @@ class CameraPipelines:
         for camera in self.cameras if cameras is None else cameras:
             self.pipelines[camera].reset(cause)
 
-    def _batchable(self, cameras: Sequence[str]) -> bool:
-        from metaseg_ros.inference.segmenter import StreamingSegmenter, runner_takes_batch
-
-        segmenters = [self.pipelines[camera].segmenter for camera in cameras]
-        return (self.batching and len(cameras) > 1
-                and all(isinstance(s, StreamingSegmenter) for s in segmenters)
-                and all(s.runner is segmenters[0].runner for s in segmenters)
-                and runner_takes_batch(segmenters[0].runner))
-
     def step(self, frames: Mapping[str, np.ndarray]) -> dict[str, TrackedFrame]:
         """Segment and track one (H, W, 3) uint8 RGB frame per camera given."""
         cameras = list(frames)
@@ -107,14 +104,14 @@ class CameraPipelines:
             if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
                 raise ValueError(f"camera {camera}: expected an (H, W, 3) uint8 RGB frame, got "
                                  f"{rgb.shape} {rgb.dtype}")
-        if not self._batchable(cameras):
+        detections = None
+        start = time.perf_counter()
+        if self.batching and self.batch_step is not None and len(cameras) > 1:
+            detections = self.batch_step([self.pipelines[c].segmenter for c in cameras],
+                                         [frames[c] for c in cameras])
+        if detections is None:
             self.last_batch_size = 1
             return {camera: self.pipelines[camera].step(frames[camera]) for camera in cameras}
-        from metaseg_ros.inference.segmenter import step_batch
-
-        start = time.perf_counter()
-        detections = step_batch([self.pipelines[c].segmenter for c in cameras],
-                                [frames[c] for c in cameras])
         elapsed_ms = (time.perf_counter() - start) * 1e3
         self.last_batch_size = len(cameras)
         return {camera: self.pipelines[camera].track(found, elapsed_ms)
@@ -133,7 +130,7 @@ def create_camera_pipelines(settings: PipelineSettings, cameras: Sequence[str],
         return CameraPipelines({camera: plugin_pipeline(settings, ids=ids) for camera in cameras},
                                ids, batching)
     from metaseg_ros.inference.builder import create_segmenter
-    from metaseg_ros.inference.segmenter import StreamingSegmenter
+    from metaseg_ros.inference.segmenter import StreamingSegmenter, step_batch_if_possible
 
     pipelines: dict[str, PerceptionPipeline] = {}
     cameras_pipelines: list[CameraPipelines] = []
@@ -148,5 +145,6 @@ def create_camera_pipelines(settings: PipelineSettings, cameras: Sequence[str],
         tracker = Tracker(settings.tracker, class_names=segmenter.class_names, ids=ids)
         pipelines[camera] = PerceptionPipeline(segmenter, tracker, info,
                                                set_postprocess=segmenter.set_postprocess)
-    cameras_pipelines.append(CameraPipelines(pipelines, ids, batching))
+    cameras_pipelines.append(CameraPipelines(pipelines, ids, batching,
+                                             step_batch_if_possible))
     return cameras_pipelines[0]

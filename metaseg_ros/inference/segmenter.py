@@ -126,3 +126,16 @@ def runner_takes_batch(runner: ModelRunner) -> bool:
     """Whether a runner takes several frames in one call (eager PyTorch does; exported
     programs, ONNX Runtime, CUDA graphs and TensorRT engines are fixed at one frame)."""
     return bool(getattr(runner, "takes_batch", False))
+
+
+def step_batch_if_possible(segmenters: Sequence[object], images: Sequence[np.ndarray]
+                           ) -> list[FrameDetections] | None:
+    """step_batch when the segmenters are StreamingSegmenters sharing one runner that takes a
+    batch (checked at every call: a fallback may swap the runner); None otherwise."""
+    if not all(isinstance(segmenter, StreamingSegmenter) for segmenter in segmenters):
+        return None
+    runner = segmenters[0].runner
+    if any(segmenter.runner is not runner for segmenter in segmenters) \
+            or not runner_takes_batch(runner):
+        return None
+    return step_batch(segmenters, images)
