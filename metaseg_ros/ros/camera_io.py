@@ -58,6 +58,9 @@ class Received:
     received_at: float
 
 
+DEPTH_WARN_PERIOD = 5.0  # s between two logs of the same depth problem
+
+
 class CameraIO:
     """The ROS side of one camera; `name` '' is the node's only camera (no topic prefix)."""
 
@@ -77,6 +80,7 @@ class CameraIO:
         self.last_input: float | None = None
         self.active_since = time.monotonic()
         self._depth_subscriptions: list[Any] = []
+        self._depth_warned: dict[str, float] = {}
         self._publishers: dict[str, Any] = {}
         self._wake: threading.Event | None = None
 
@@ -181,11 +185,21 @@ class CameraIO:
             metres = depth_to_metres(depth_msg)
         except DepthError as error:
             self.stats.depth_invalid += 1
-            self.node.get_logger().warning(f"{self.topic('depth')}: {error}",
-                                           throttle_duration_sec=5.0)
+            self._warn_depth(f"{self.topic('depth')}: {error}")
             return frame
         self.stats.depth_matched += 1
         return frame_geometry(frame, metres, intrinsics, self.depth)
+
+    def _warn_depth(self, text: str) -> None:
+        """Log each distinct depth problem at most every DEPTH_WARN_PERIOD s (one throttle for
+        all would hide a new problem behind an old one); every one is counted in stats."""
+        now = time.monotonic()
+        if now - self._depth_warned.get(text, -DEPTH_WARN_PERIOD) < DEPTH_WARN_PERIOD:
+            return
+        if len(self._depth_warned) >= 32:  # texts with varying numbers: keep the dict small
+            self._depth_warned.clear()
+        self._depth_warned[text] = now
+        self.node.get_logger().warning(text)
 
     def publish(self, frame: TrackedFrame, rgb: np.ndarray, header: Any) -> None:
         """Instances always; the label image, overlay and markers while subscribed."""
