@@ -125,6 +125,41 @@ def test_each_camera_its_own_header_ids_stall_and_reset(tmp_path, probe):
         assert node.stop() == 0, "\n".join(node.output)
 
 
+@pytest.mark.torch_free
+def test_per_camera_track_ids_count_on_their_own(tmp_path, probe):
+    """camera_track_ids: per_camera: each camera numbers its tracks from 1, so the same
+    scene seen by two cameras gets the same ids on both topics; a reset of one camera moves
+    only its counter on."""
+    node = NodeProcess(tmp_path, PLUGIN | {"camera_track_ids": "per_camera"}, namespace="c4")
+    try:
+        node.wait_for_output("listening on /c4/front/image, /c4/down/image", STARTUP_TIMEOUT)
+        publishers = {c: probe.node.create_publisher(Image, f"/c4/{c}/image", RELIABLE)
+                      for c in CAMERAS}
+        for camera in CAMERAS:
+            probe.record(InstanceMaskArray, f"/c4/{camera}/instances", RELIABLE)
+        probe.wait_for(lambda: all(p.get_subscription_count() for p in publishers.values())
+                       and all(probe.node.count_publishers(f"/c4/{c}/instances")
+                               for c in CAMERAS), 30, "the node's topics")
+        time.sleep(1.0)
+
+        def ids(camera: str, sec: int) -> set[int]:
+            publishers[camera].publish(image(draw_squares(60, 80, squares), camera, sec))
+            topic = f"/c4/{camera}/instances"
+            probe.wait_for(lambda: any(m.header.stamp.sec == sec for m in probe.messages(topic)),
+                           FRAME_TIMEOUT, f"{camera} frame {sec}")
+            msg = next(m for m in probe.messages(topic) if m.header.stamp.sec == sec)
+            return {i.track_id for i in msg.instances}
+
+        squares = {0: (5, 5, 10), 1: (40, 20, 12)}
+        for sec in (1, 2):
+            assert ids("front", sec) == ids("down", sec) == {1, 2}
+        assert call(probe, "/c4/metaseg_node/down/reset").success
+        node.wait_for_output("reset: model memory and tracks of down cleared", 10)
+        assert ids("down", 3) == {3, 4} and ids("front", 3) == {1, 2}
+    finally:
+        assert node.stop() == 0, "\n".join(node.output)
+
+
 def test_frames_arriving_together_run_as_one_batch(tmp_path, probe):
     """The shipped model, eager PyTorch: two cameras' frames published at once are
     segmented in one batch (counted per camera as frames_batched), each published on its
@@ -199,12 +234,13 @@ def test_lifecycle_node_with_cameras_goes_through_its_transitions(rclpy_context)
         frame = draw_squares(40, 40, {0: (5, 5, 10)})
         runtime.pipeline.step({"front": frame})  # a track confirmed after two frames
         runtime.pipeline.step({"front": frame})
-        next_id = runtime.pipeline.next_track_id
-        assert next_id > 1
+        next_id = runtime.pipeline.next_track_ids
+        assert next_id == {"front": next_id["down"]} | {"down": next_id["down"]} \
+            and next_id["front"] > 1  # one counter shared by the cameras
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert runtime.pipeline.next_track_id == next_id
+        assert runtime.pipeline.next_track_ids == next_id
     finally:
         node.shutdown()
         node.destroy_node()

@@ -8,9 +8,9 @@
 Frames of several cameras given to one `step` run through the network as one batch when
 the runner takes a batch (eager PyTorch); exported artifacts (ONNX Runtime, torch.export,
 CUDA graphs, TensorRT engines) are fixed at one frame, so they run the frames one after
-the other (docs/benchmarks.md compares both). Track ids come from one counter: an id never
-names objects of two cameras. No ROS here; torch is imported only for MetaSegmenter (a
-segmenter plugin runs without it).
+the other (docs/benchmarks.md compares both). Track ids come from one counter (an id never
+names objects of two cameras) or, when asked, from one counter per camera. No ROS here;
+torch is imported only for MetaSegmenter (a segmenter plugin runs without it).
 """
 
 from __future__ import annotations
@@ -41,12 +41,13 @@ class CameraPipelines:
     this module needs no torch.
     """
 
-    def __init__(self, pipelines: Mapping[str, PerceptionPipeline], ids: TrackIds,
-                 batching: bool = True, batch_step: BatchStep | None = None) -> None:
+    def __init__(self, pipelines: Mapping[str, PerceptionPipeline],
+                 ids: Mapping[str, TrackIds], batching: bool = True,
+                 batch_step: BatchStep | None = None) -> None:
         if not pipelines:
             raise ValueError("CameraPipelines needs at least one camera")
         self.pipelines = dict(pipelines)
-        self.ids = ids
+        self.ids = dict(ids)  # camera -> its trackers' id counter (one object when shared)
         self.batching = batching
         self.batch_step = batch_step
         self.last_batch_size = 0
@@ -75,9 +76,10 @@ class CameraPipelines:
         return next(iter(self.pipelines.values())).adjustable_postprocess
 
     @property
-    def next_track_id(self) -> int:
-        """The id the next confirmed track of any camera gets."""
-        return self.ids.next_id
+    def next_track_ids(self) -> dict[str, int]:
+        """Per camera, the id its next confirmed track gets (the same for all cameras when
+        they share one counter)."""
+        return {camera: ids.next_id for camera, ids in self.ids.items()}
 
     def set_postprocess(self, settings: PostprocessSettings) -> None:
         """New post-processing settings for every camera."""
@@ -118,17 +120,32 @@ class CameraPipelines:
                 for camera, found in zip(cameras, detections, strict=True)}
 
 
+def camera_id_counters(cameras: Sequence[str], per_camera: bool,
+                       first_ids: Mapping[str, int] | None = None) -> dict[str, TrackIds]:
+    """The id counter of each camera's tracker: one shared by all (an id never names
+    objects of two cameras), or one per camera (each counts on its own, so the same id may
+    appear in two cameras; the topic and frame_id tell them apart). first_ids: where each
+    camera's counter continues (a pipeline rebuilt in the same process); missing: 1."""
+    first_ids = first_ids or {}
+    if per_camera:
+        return {camera: TrackIds(first_ids.get(camera, 1)) for camera in cameras}
+    shared = TrackIds(max((first_ids.get(camera, 1) for camera in cameras), default=1))
+    return {camera: shared for camera in cameras}
+
+
 def create_camera_pipelines(settings: PipelineSettings, cameras: Sequence[str],
-                            log: Log = print, first_track_id: int = 1,
-                            batching: bool = True) -> CameraPipelines:
+                            log: Log = print, first_ids: Mapping[str, int] | None = None,
+                            batching: bool = True, ids_per_camera: bool = False
+                            ) -> CameraPipelines:
     """One pipeline per camera: MetaSegmenter's weights and backend loaded once (builder),
-    or the segmenter plugin made once per camera; trackers sharing one id counter."""
+    or the segmenter plugin made once per camera; trackers sharing one id counter, or each
+    camera its own with `ids_per_camera` (camera_id_counters)."""
     if not cameras or len(set(cameras)) != len(cameras):
         raise ValueError(f"cameras must be distinct names, got {list(cameras)}")
-    ids = TrackIds(first_track_id)
+    ids = camera_id_counters(cameras, ids_per_camera, first_ids)
     if settings.model.segmenter:
-        return CameraPipelines({camera: plugin_pipeline(settings, ids=ids) for camera in cameras},
-                               ids, batching)
+        return CameraPipelines({camera: plugin_pipeline(settings, ids=ids[camera])
+                                for camera in cameras}, ids, batching)
     from metaseg_ros.inference.builder import create_segmenter
     from metaseg_ros.inference.segmenter import StreamingSegmenter, step_batch_if_possible
 
@@ -142,7 +159,7 @@ def create_camera_pipelines(settings: PipelineSettings, cameras: Sequence[str],
     for index, camera in enumerate(cameras):
         segmenter = first if index == 0 else \
             StreamingSegmenter(first.runner, settings.postprocess)
-        tracker = Tracker(settings.tracker, class_names=segmenter.class_names, ids=ids)
+        tracker = Tracker(settings.tracker, class_names=segmenter.class_names, ids=ids[camera])
         pipelines[camera] = PerceptionPipeline(segmenter, tracker, info,
                                                set_postprocess=segmenter.set_postprocess)
     cameras_pipelines.append(CameraPipelines(pipelines, ids, batching,

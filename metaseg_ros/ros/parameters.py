@@ -93,6 +93,10 @@ INPUT_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("camera_batching", True, "Run frames of several cameras that are waiting "
               "together as one batch through the network (eager backend; exported backends "
               "run them one after the other)"),
+    ParamSpec("camera_track_ids", "unique", "Track ids with several cameras: 'unique' (one "
+              "counter: an id never names objects of two cameras) or 'per_camera' (each "
+              "camera counts on its own: the same id may appear on two cameras' topics)",
+              choices=("unique", "per_camera")),
     ParamSpec("camera_batch_window", 0.01, "Seconds the processing thread waits, after a "
               "camera's frame, for the frames of the other cameras that are sending, to run "
               "them as one batch", minimum=0.0, maximum=1.0),

@@ -108,7 +108,7 @@ class MetaSegRuntime:
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
         self._running = False
-        self._next_track_id = 1
+        self._next_track_ids: dict[str, int] = {}  # per camera, across cleanup/configure
         self.event_callbacks_type = event_callbacks_type()
 
     # -- configure / cleanup -------------------------------------------------------------
@@ -129,7 +129,8 @@ class MetaSegRuntime:
         logger = self.node.get_logger()
         self.pipeline = create_camera_pipelines(
             PipelineSettings.from_parameters(params), names, log=logger.info,
-            first_track_id=self._next_track_id, batching=params["camera_batching"])
+            first_ids=self._next_track_ids, batching=params["camera_batching"],
+            ids_per_camera=params["camera_track_ids"] == "per_camera")
         info = self.pipeline.info
         logger.info(f"segmenter: {info.description}; classes: "
                     f"{', '.join(self.pipeline.class_names)}"
@@ -162,7 +163,7 @@ class MetaSegRuntime:
         self._services = []
         with self.pipeline_lock:
             if self.pipeline is not None:  # a reloaded pipeline continues the ids
-                self._next_track_id = self.pipeline.next_track_id
+                self._next_track_ids = self.pipeline.next_track_ids
             self.pipeline = None
         torch = sys.modules.get("torch")  # only when a model was loaded
         if torch is not None and torch.cuda.is_available():
