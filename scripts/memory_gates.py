@@ -2,7 +2,7 @@
 """Print the memory-attention gates of MetaSegmenter checkpoints (how open the memory is).
 
     .venv/bin/python scripts/memory_gates.py metaseg_ros/weights/metaseg_tiny \
-        runs/tiny_synthetic_cpu_memory/checkpoints/step_*/model
+        runs/tiny_memory_degraded/checkpoints/step_*
 
 Each decoder layer adds tanh(gate) * attention(memory) to its queries: at gate 0 the model is
 the image Mask2Former, and |tanh(gate)| says how much of the memory a layer lets through.
@@ -18,8 +18,14 @@ from safetensors.numpy import load_file
 
 
 def gates(checkpoint: str) -> list[float]:
-    """The gate of every decoder layer, in layer order."""
-    path = Path(checkpoint.removesuffix(".safetensors").removesuffix(".json") + ".safetensors")
+    """The gate of every decoder layer, in layer order (checkpoint: its path with or without
+    the suffix, or a training checkpoint directory holding model.safetensors)."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "model"
+    path = Path(str(path).removesuffix(".safetensors").removesuffix(".json") + ".safetensors")
+    if not path.is_file():
+        raise SystemExit(f"memory_gates: no checkpoint at {path}")
     state = load_file(str(path))
     names = sorted((k for k in state if k.endswith("memory_attn.gate")),
                    key=lambda k: int(k.split(".layers.")[1].split(".")[0]))
