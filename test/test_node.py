@@ -294,12 +294,25 @@ def test_bad_images_are_dropped_counted_and_the_next_frame_processed(model_node,
 
 def test_label_image_and_overlay_while_subscribed(model_node, probe):
     probe.record(InstanceMaskArray, "/robot1/instances", RELIABLE_QOS)
-    probe.record(Image, "/robot1/instance_labels", RELIABLE_QOS)
-    probe.record(Image, "/robot1/overlay", RELIABLE_QOS)
+    probe.record(DiagnosticArray, "/diagnostics", 50)
     publisher = probe.node.create_publisher(Image, "/cam/front", SENSOR_QOS)
     probe.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's subscription")
     height, width = 150, 200  # room for the labels: most pixels stay the input's
     rgb, _ = scene(height, width)
+    # Nobody subscribes to the overlay or the label image yet: frames are processed and
+    # none of those is made (counted on /diagnostics).
+    stamp = 6400
+    deadline = time.monotonic() + FRAME_TIMEOUT
+    while not any(m.header.stamp.sec == stamp for m in probe.messages("/robot1/instances")) \
+            and time.monotonic() < deadline:
+        stamp += 1
+        publisher.publish(raw_image(rgb, "rgb8", stamp))
+        time.sleep(1.0)
+    processed = _wait_for_diagnostics(
+        probe, "robot1", lambda v: int(v.get("frames_processed", 0)) >= 1, "frames processed")
+    assert processed["overlay_published"] == "0" and processed["instance_labels_published"] == "0"
+    probe.record(Image, "/robot1/instance_labels", RELIABLE_QOS)
+    probe.record(Image, "/robot1/overlay", RELIABLE_QOS)
 
     def both_arrived(stamp: int) -> bool:
         return all(any(m.header.stamp.sec == stamp for m in probe.messages(topic))

@@ -202,18 +202,23 @@ class CameraIO:
         self.node.get_logger().warning(text)
 
     def publish(self, frame: TrackedFrame, rgb: np.ndarray, header: Any) -> None:
-        """Instances always; the label image, overlay and markers while subscribed."""
-        publishers, params = self._publishers, self.params
+        """Instances always; the label image, overlay and markers while subscribed (what is
+        published of those is counted: /diagnostics `<topic>_published`)."""
+        publishers, params, published = self._publishers, self.params, self.stats.published
         publishers["instances"].publish(frame_to_msg(frame, header))
         if params["publish_label_image"] and publishers["labels"].get_subscription_count():
             publishers["labels"].publish(label_image_msg(frame, header, params["label_encoding"]))
+            published["instance_labels"] += 1
         if publishers["overlay"].get_subscription_count():
             publishers["overlay"].publish(overlay_msg(rgb, frame, header))
+            published["overlay"] += 1
         lifetime = params["marker_lifetime"]
         if publishers["image_markers"].get_subscription_count():
             publishers["image_markers"].publish(image_marker_msg(frame, header, lifetime))
+            published["image_markers"] += 1
         if publishers["markers"].get_subscription_count():
             publishers["markers"].publish(self.markers.msg(frame, header, lifetime))
+            published["markers"] += 1
         else:
             self.markers.forget()
 

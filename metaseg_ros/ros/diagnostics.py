@@ -25,6 +25,7 @@ WINDOW = 200          # frames kept for latency, rates and stage medians
 RECENT_S = 10.0       # seconds within which losses and drops count as recent
 RATE_MARGIN = 0.2     # output rate below (1 - margin) x input rate: falling behind
 FAILING_STREAK = 5    # consecutive failed frames: ERROR
+OPTIONAL_OUTPUTS = ("instance_labels", "overlay", "image_markers", "markers")  # on demand
 LOST_WARN_FRACTION = 0.05  # recent transport losses above this share of frames: WARN
 
 OK, WARN, ERROR = 0, 1, 2
@@ -53,6 +54,8 @@ class NodeStats:
     depth_invalid: int = 0
     # Frames that went through the network in one batch with other cameras' frames.
     batched: int = 0
+    # Messages of the optional outputs published (only while someone subscribes), by topic.
+    published: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OPTIONAL_OUTPUTS, 0))
     received_times: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     processed_times: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
@@ -187,6 +190,8 @@ def build_report(stats: NodeStats, info: PipelineInfo, resets: Mapping[str, int]
                       depth_invalid=stats.depth_invalid)
     if stats.batched:
         values["frames_batched"] = stats.batched
+    for topic, count in stats.published.items():
+        values[f"{topic}_published"] = count
     for cause, count in sorted(resets.items()):
         values[f"resets_{cause}"] = count
     return Report(level, message, {key: str(value) for key, value in values.items()})
