@@ -61,6 +61,30 @@ def call(probe: Probe, service: str) -> Trigger.Response:
     return future.result()
 
 
+def connect(probe: Probe, namespace: str) -> dict:
+    """Publishers of both cameras' images in `namespace`, their instances recorded, once
+    the node's topics and ours have matched."""
+    publishers = {c: probe.node.create_publisher(Image, f"/{namespace}/{c}/image", RELIABLE)
+                  for c in CAMERAS}
+    for camera in CAMERAS:
+        probe.record(InstanceMaskArray, f"/{namespace}/{camera}/instances", RELIABLE)
+    probe.wait_for(lambda: all(p.get_subscription_count() for p in publishers.values())
+                   and all(probe.node.count_publishers(f"/{namespace}/{c}/instances")
+                           for c in CAMERAS), 30, "the node's topics")
+    time.sleep(1.0)  # the node's publishers match our subscriptions
+    return publishers
+
+
+def send(probe: Probe, publishers: dict, namespace: str, camera: str, sec: int,
+         squares: dict) -> InstanceMaskArray:
+    """One frame of squares to `camera`; the node's answer for it."""
+    publishers[camera].publish(image(draw_squares(60, 80, squares), camera, sec))
+    topic = f"/{namespace}/{camera}/instances"
+    probe.wait_for(lambda: any(m.header.stamp.sec == sec for m in probe.messages(topic)),
+                   FRAME_TIMEOUT, f"{camera} frame {sec}")
+    return next(m for m in probe.messages(topic) if m.header.stamp.sec == sec)
+
+
 @pytest.fixture(scope="module")
 def probe(rclpy_context):
     probe = Probe("cameras_test_probe")
@@ -73,22 +97,11 @@ def test_each_camera_its_own_header_ids_stall_and_reset(tmp_path, probe):
     node = NodeProcess(tmp_path, PLUGIN, namespace="c2")
     try:
         node.wait_for_output("listening on /c2/front/image, /c2/down/image", STARTUP_TIMEOUT)
-        publishers = {c: probe.node.create_publisher(Image, f"/c2/{c}/image", RELIABLE)
-                      for c in CAMERAS}
-        for camera in CAMERAS:
-            probe.record(InstanceMaskArray, f"/c2/{camera}/instances", RELIABLE)
         probe.record(DiagnosticArray, "/diagnostics", 100)
-        probe.wait_for(lambda: all(p.get_subscription_count() for p in publishers.values())
-                       and all(probe.node.count_publishers(f"/c2/{c}/instances")
-                               for c in CAMERAS), 30, "the node's topics")
-        time.sleep(1.0)  # the node's publishers match our subscriptions
+        publishers = connect(probe, "c2")
 
         def frame(camera: str, sec: int, squares: dict) -> InstanceMaskArray:
-            publishers[camera].publish(image(draw_squares(60, 80, squares), camera, sec))
-            topic = f"/c2/{camera}/instances"
-            probe.wait_for(lambda: any(m.header.stamp.sec == sec for m in probe.messages(topic)),
-                           FRAME_TIMEOUT, f"{camera} frame {sec}")
-            return next(m for m in probe.messages(topic) if m.header.stamp.sec == sec)
+            return send(probe, publishers, "c2", camera, sec, squares)
 
         # The same colours in both cameras: two tracks, never one id for both.
         squares = {0: (5, 5, 10), 1: (40, 20, 12)}
@@ -133,22 +146,11 @@ def test_per_camera_track_ids_count_on_their_own(tmp_path, probe):
     node = NodeProcess(tmp_path, PLUGIN | {"camera_track_ids": "per_camera"}, namespace="c4")
     try:
         node.wait_for_output("listening on /c4/front/image, /c4/down/image", STARTUP_TIMEOUT)
-        publishers = {c: probe.node.create_publisher(Image, f"/c4/{c}/image", RELIABLE)
-                      for c in CAMERAS}
-        for camera in CAMERAS:
-            probe.record(InstanceMaskArray, f"/c4/{camera}/instances", RELIABLE)
-        probe.wait_for(lambda: all(p.get_subscription_count() for p in publishers.values())
-                       and all(probe.node.count_publishers(f"/c4/{c}/instances")
-                               for c in CAMERAS), 30, "the node's topics")
-        time.sleep(1.0)
+        publishers = connect(probe, "c4")
 
         def ids(camera: str, sec: int) -> set[int]:
-            publishers[camera].publish(image(draw_squares(60, 80, squares), camera, sec))
-            topic = f"/c4/{camera}/instances"
-            probe.wait_for(lambda: any(m.header.stamp.sec == sec for m in probe.messages(topic)),
-                           FRAME_TIMEOUT, f"{camera} frame {sec}")
-            msg = next(m for m in probe.messages(topic) if m.header.stamp.sec == sec)
-            return {i.track_id for i in msg.instances}
+            return {i.track_id for i in send(probe, publishers, "c4", camera, sec,
+                                             squares).instances}
 
         squares = {0: (5, 5, 10), 1: (40, 20, 12)}
         for sec in (1, 2):
