@@ -114,3 +114,20 @@ def test_letterbox_on_an_explicit_cpu_device_is_the_default():
     explicit, box_explicit = letterbox_image(rgb, INPUT, PAD, device="cpu")
     assert box_explicit == box
     assert torch.equal(explicit, default)
+
+
+@pytest.mark.parametrize("frame", [(480, 640), (720, 1280), (100, 150), (90, 300), (300, 90),
+                                   (60, 80)])
+def test_the_uint8_resize_is_within_a_grey_level_of_the_float_resize(frame):
+    """On the CPU the frame is resized as uint8 (rounded to whole grey levels): every value
+    is within one grey level of the float bilinear resize (antialiased when shrinking)."""
+    rgb = np.random.default_rng(frame[0]).integers(0, 256, (*frame, 3), dtype=np.uint8)
+    image, box = letterbox_image(rgb, INPUT, PAD)
+    size = (box.resized_h, box.resized_w)
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(rgb).permute(2, 0, 1)[None].float(), size=size, mode="bilinear",
+        align_corners=False, antialias=size[0] < frame[0] or size[1] < frame[1]).clamp(0, 255)
+    content = image[:, :, : size[0], : size[1]]
+    assert torch.equal(content, content.round())
+    difference = (content - expected).abs()
+    assert difference.max() <= 1.0 + 1e-3 and difference.mean() < 0.4

@@ -383,3 +383,32 @@ def test_masks_inside_their_boxes_equal_the_whole_frame_path_on_the_shipped_mode
                 compared += _compare_paths(out.class_logits[0], out.mask_logits[0], letterbox,
                                            settings)
     assert compared >= 10
+
+
+def test_candidates_that_cannot_reach_the_score_threshold_are_not_upsampled(monkeypatch):
+    """A mask's mean probability is at most the sigmoid of its largest low-res logit, so
+    candidates whose class score x that bound is below the threshold are skipped: fewer masks
+    computed, the same instances as the whole-frame path."""
+    from metaseg_ros.inference import mask_crops
+
+    generator = torch.Generator().manual_seed(11)
+    class_logits = dominant_class_logits(generator)
+    # Weak masks: peak probabilities from ~0.53 to ~0.92, against class scores 0.2-0.95.
+    mask_logits = blob_logits(generator, QUERIES) \
+        * torch.linspace(0.02, 0.4, QUERIES)[torch.randperm(QUERIES, generator=generator)
+                                              ][:, None, None]
+    letterbox = Letterbox.fit(480, 640, (INPUT, INPUT))
+    settings = PostprocessSettings(score_threshold=0.6, max_instances=8)
+    cropped = []  # the queries whose masks were computed
+    original = mask_crops.FrameMap.crop
+
+    def crop(self, logits, box):
+        cropped.extend(q for q in range(QUERIES) if np.array_equal(logits, mask_logits[q]))
+        return original(self, logits, box)
+
+    monkeypatch.setattr(mask_crops.FrameMap, "crop", crop)
+    class_score = class_logits.softmax(-1)[:, :-1].max(-1).values
+    bound = class_score * mask_logits.flatten(1).max(1).values.sigmoid()
+    hopeless = {q for q in range(QUERIES) if class_score[q] >= 0.6 and bound[q] < 0.55}
+    assert _compare_paths(class_logits, mask_logits, letterbox, settings) >= 2
+    assert len(hopeless) >= 2 and cropped and not hopeless & set(cropped)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metaseg_ros.inference.mask_crops import frame_map
+from metaseg_ros.inference.mask_crops import SUPPORT_MARGIN, frame_map
 from metaseg_ros.inference.preprocess import Letterbox, masks_to_frame
 from metaseg_ros.inference.settings import PostprocessSettings
 from metaseg_ros.results import BoundingBox, Detection, FrameDetections
@@ -208,18 +208,31 @@ def _resolve_overlaps(masks: torch.Tensor, inside_probability: torch.Tensor,
 
 
 # -- CPU: masks computed inside their boxes ---------------------------------------------------
+# Small arrays, many calls: NumPy, whose calls cost a few microseconds less than PyTorch's.
 
 @dataclass(frozen=True, eq=False)
 class _Crop:
-    """One candidate on the frame: its box (y0, y1, x0, x1), the mask and the probability
-    inside it (0 outside the mask) within the box, its area and score."""
+    """One candidate on the frame: its mask's tight box (y0, y1, x0, x1), the mask and the
+    frame logits within that box (NumPy), its area and score."""
 
     query: int
     box: tuple[int, int, int, int]
-    mask: torch.Tensor
-    probability: torch.Tensor
+    mask: np.ndarray
+    logits: np.ndarray
     area: int
     score: float
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    """float32 sigmoid by PyTorch's kernel (as the whole-frame path computes it)."""
+    return torch.from_numpy(np.ascontiguousarray(logits)).sigmoid().numpy()
+
+
+def _probability(logit: float) -> float:
+    """sigmoid of one logit, without overflow at either end."""
+    if logit >= 0.0:
+        return 1.0 / (1.0 + math.exp(-logit))
+    return math.exp(logit) / (1.0 + math.exp(logit))
 
 
 def _select_in_boxes(class_logits: torch.Tensor, mask_logits: torch.Tensor,
@@ -231,44 +244,59 @@ def _select_in_boxes(class_logits: torch.Tensor, mask_logits: torch.Tensor,
     order = torch.argsort(class_score, descending=True)
     order = order[class_score[order] >= settings.score_threshold]
     order = order[: settings.max_instances * CANDIDATES_PER_INSTANCE].tolist()
-    scores = class_score.tolist()
     threshold = math.log(settings.mask_threshold / (1.0 - settings.mask_threshold))
-    crops = _score_crops(order, scores, mask_logits.float(), letterbox, threshold, settings)
+    crops = _score_crops(order, class_score.tolist(), mask_logits.float().numpy(), letterbox,
+                         threshold, settings)
     kept = sorted((c for c in crops if c.score >= settings.score_threshold and c.area > 0),
                   key=lambda c: -c.score)[: settings.max_instances]
     masks = [c.mask for c in kept]
     if settings.resolve_overlaps and len(kept) > 1:
         masks = _resolve_overlaps_in_boxes(kept)
         if settings.min_kept_fraction > 0.0:
-            enough = [int(m.sum()) >= settings.min_kept_fraction * c.area
+            enough = [np.count_nonzero(m) >= settings.min_kept_fraction * c.area
                       for c, m in zip(kept, masks, strict=True)]
             kept = [c for c, ok in zip(kept, enough, strict=True) if ok]
             masks = [m for m, ok in zip(masks, enough, strict=True) if ok]
+    class_ids, class_probs = class_id.tolist(), probabilities.numpy()
+    embeddings = query_embeddings.float().numpy()
     detections = []
     for crop, mask in zip(kept, masks, strict=True):
         # The crop is the mask's tight box; after overlaps were resolved, maybe less.
-        rows, cols = torch.nonzero(mask.any(dim=1)), torch.nonzero(mask.any(dim=0))
-        if len(rows) == 0:
+        tight = _tight_box(mask)
+        if tight is None:
             continue
         y0, _, x0, _ = crop.box
-        top, bottom = y0 + int(rows[0]), y0 + int(rows[-1]) + 1
-        left, right = x0 + int(cols[0]), x0 + int(cols[-1]) + 1
+        top, bottom, left, right = y0 + tight[0], y0 + tight[1], x0 + tight[2], x0 + tight[3]
         full = np.zeros((letterbox.height, letterbox.width), dtype=bool)
-        full[top:bottom, left:right] = mask[top - y0: bottom - y0, left - x0: right - x0].numpy()
+        full[top:bottom, left:right] = mask[top - y0: bottom - y0, left - x0: right - x0]
         detections.append(Detection(
-            class_id=int(class_id[crop.query]), score=crop.score, mask=full,
-            embedding=query_embeddings[crop.query].float().numpy().copy(),
-            class_probs=probabilities[crop.query].numpy().copy(), query_index=crop.query,
-            bbox=BoundingBox(left, top, right - left, bottom - top)))
+            class_id=class_ids[crop.query], score=crop.score, mask=full,
+            embedding=embeddings[crop.query].copy(), class_probs=class_probs[crop.query].copy(),
+            query_index=crop.query, bbox=BoundingBox(left, top, right - left, bottom - top)))
     return FrameDetections(height=letterbox.height, width=letterbox.width,
                            detections=tuple(detections))
 
 
-def _score_crops(order: list[int], class_score: list[float], mask_logits: torch.Tensor,
+def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Half-open (top, bottom, left, right) of a 2-D bool mask's pixels; None if empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if len(rows) == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _score_crops(order: list[int], class_score: list[float], mask_logits: np.ndarray,
                  letterbox: Letterbox, threshold: float, settings: PostprocessSettings
                  ) -> list[_Crop]:
     """Masks and scores of the candidates (best class score first), stopping where no later
-    candidate can be selected any more (as _score_candidates)."""
+    candidate can be selected any more (as _score_candidates).
+
+    A frame logit is a convex combination of low-res logits (mask_crops.py), so a
+    candidate's mean mask probability is at most the sigmoid of its largest low-res logit:
+    where class score x that bound is below the score threshold, the candidate cannot be
+    kept and its mask is not computed.
+    """
     frame = frame_map(letterbox, mask_logits.shape[-2], mask_logits.shape[-1])
     crops: list[_Crop] = []
     best: list[float] = []
@@ -276,44 +304,43 @@ def _score_crops(order: list[int], class_score: list[float], mask_logits: torch.
         if len(best) >= settings.max_instances \
                 and class_score[query] < best[settings.max_instances - 1]:
             break
-        box = frame.support_box(mask_logits[query], threshold)
-        if box is None:
-            crops.append(_Crop(query, (0, 0, 0, 0), torch.zeros(0, 0, dtype=torch.bool),
-                               torch.zeros(0, 0), 0, 0.0))
+        low = mask_logits[query]
+        peak = float(low.max())
+        if class_score[query] * _probability(peak + SUPPORT_MARGIN * (1.0 + abs(peak))) \
+                < settings.score_threshold:
             continue
-        logits = frame.crop(mask_logits[query], box)
-        mask = logits > threshold
-        rows, cols = torch.nonzero(mask.any(dim=1)), torch.nonzero(mask.any(dim=0))
-        if len(rows) == 0:
-            crops.append(_Crop(query, (0, 0, 0, 0), mask[:0, :0], logits[:0, :0], 0, 0.0))
+        box = frame.support_box(low, threshold)
+        if box is None:
+            continue
+        logits = frame.crop(low, box)
+        tight = _tight_box(logits > threshold)
+        if tight is None:
             continue
         # Shrink to the mask's tight box: everything after reads only that.
-        top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        mask, logits = mask[top:bottom, left:right], logits[top:bottom, left:right]
+        top, bottom, left, right = tight
+        logits = logits[top:bottom, left:right]
+        mask = logits > threshold
+        area = int(np.count_nonzero(mask))
+        score = class_score[query] * float(_sigmoid(logits[mask]).sum()) / (area + 1e-6)
         box = (box[0] + top, box[0] + bottom, box[2] + left, box[2] + right)
-        area = int(mask.sum())
-        # sigmoid(-inf) = 0: the probability inside the mask (same comparison), 0 outside.
-        probability = F.threshold_(logits, threshold, -math.inf).sigmoid_()
-        score = class_score[query] * float(probability.sum()) / (area + 1e-6)
-        crops.append(_Crop(query, box, mask, probability, area, score))
-        if score >= settings.score_threshold and area > 0:
+        crops.append(_Crop(query, box, mask, logits, area, score))
+        if score >= settings.score_threshold:
             best = sorted([*best, score], reverse=True)
     return crops
 
 
-def _resolve_overlaps_in_boxes(kept: list[_Crop]) -> list[torch.Tensor]:
+def _resolve_overlaps_in_boxes(kept: list[_Crop]) -> list[np.ndarray]:
     """Each pixel to the instance with the highest score x pixel probability, the first (in
-    score order) on ties, as _resolve_overlaps; compared only where two boxes meet.
+    score order) on ties, as _resolve_overlaps; compared only where two masks meet.
 
-    Instance i keeps a pixel of its mask unless an earlier instance claims at least as much
-    there or a later one claims more. Claims are 0 outside a mask, so only instances whose
-    boxes overlap can take pixels from each other; a zero score claims nothing and keeps
-    only pixels no other mask holds (-1 outside masks, as _resolve_overlaps).
+    A pixel of instance i's mask claims score x probability >= 0 there; outside its mask an
+    instance claims 0 (-1 in _resolve_overlaps when a score is 0), which never beats a claim
+    inside a mask (the first on ties only between claims of masks that both hold the pixel:
+    a claim of 0 inside a mask needs a score of 0, where _resolve_overlaps' -1 outside
+    decides). So i loses exactly the pixels it shares with another mask whose claim is
+    higher (or equal, for an earlier instance).
     """
-    zero = any(c.score <= 0 for c in kept)
-    claims = [torch.where(c.mask, c.probability * c.score, -1.0) if zero
-              else c.probability * c.score for c in kept]
-    resolved = [c.mask.clone() for c in kept]
+    resolved = [c.mask.copy() for c in kept]
     for i, mine in enumerate(kept):
         y0, y1, x0, x1 = mine.box
         for j, other in enumerate(kept):
@@ -321,8 +348,13 @@ def _resolve_overlaps_in_boxes(kept: list[_Crop]) -> list[torch.Tensor]:
             top, bottom, left, right = max(y0, oy0), min(y1, oy1), max(x0, ox0), min(x1, ox1)
             if j == i or top >= bottom or left >= right:
                 continue
-            here = claims[i][top - y0: bottom - y0, left - x0: right - x0]
-            there = claims[j][top - oy0: bottom - oy0, left - ox0: right - ox0]
-            lost = there >= here if j < i else there > here
-            resolved[i][top - y0: bottom - y0, left - x0: right - x0] &= ~lost
+            here, there = np.s_[top - y0: bottom - y0, left - x0: right - x0], \
+                np.s_[top - oy0: bottom - oy0, left - ox0: right - ox0]
+            shared = np.nonzero(mine.mask[here] & other.mask[there])
+            if len(shared[0]) == 0:
+                continue
+            claim = _sigmoid(mine.logits[here][shared]) * np.float32(mine.score)
+            rival = _sigmoid(other.logits[there][shared]) * np.float32(other.score)
+            lost = rival >= claim if j < i else rival > claim
+            resolved[i][here][shared[0][lost], shared[1][lost]] = False
     return resolved

@@ -40,19 +40,28 @@ def letterbox_image(rgb: np.ndarray, input_size: tuple[int, int],
     """(1, 3, H_in, W_in) float32 tensor in 0..255 holding the resized frame, and its Letterbox.
 
     Padding takes `pad_value` (the model's pixel mean, which normalises to zero, as
-    Mask2Former pads after normalisation). device: where to resize (default: the CPU); on a
-    GPU the uint8 frame is uploaded as it is and resized there.
+    Mask2Former pads after normalisation). The resize is bilinear, antialiased when it
+    shrinks. device: where to resize (default: the CPU). On the CPU the uint8 frame is
+    resized as uint8 (PyTorch's vectorised kernel, 4-10x faster than converting the whole
+    frame to float first; values rounded to whole grey levels, as the reference
+    preprocessing's uint8 image resize gives them); on a GPU the uint8 frame is uploaded as
+    it is and resized there in float.
     """
     letterbox = Letterbox.fit(rgb.shape[0], rgb.shape[1], input_size)
     image = torch.from_numpy(np.ascontiguousarray(rgb))
-    if device is not None:
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    if not on_cpu:
         image = image.to(device, non_blocking=True)
-    image = image.permute(2, 0, 1)[None].float()
+    image = image.permute(2, 0, 1)[None]  # a channels-last view, as the uint8 kernel wants
+    if not on_cpu:
+        image = image.float()
     resized = (letterbox.resized_h, letterbox.resized_w)
     if resized != (letterbox.height, letterbox.width):
         shrinking = resized[0] < letterbox.height or resized[1] < letterbox.width
         image = F.interpolate(image, size=resized, mode="bilinear", align_corners=False,
-                              antialias=shrinking).clamp_(0.0, 255.0)
+                              antialias=shrinking)
+        if not on_cpu:
+            image = image.clamp_(0.0, 255.0)
     padded = torch.empty((1, 3, letterbox.input_h, letterbox.input_w), dtype=torch.float32,
                          device=image.device)
     padded[:] = torch.tensor(pad_value, dtype=torch.float32).view(1, 3, 1, 1)
