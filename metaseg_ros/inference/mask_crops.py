@@ -87,15 +87,18 @@ class FrameMap:
             return None
         return int(y0), int(y1), int(x0), int(x1)
 
-    def crop(self, logits: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    def crop(self, logits: np.ndarray, box: tuple[int, int, int, int]) -> torch.Tensor:
         """Frame logits (float32) inside `box` from (h, w) low-res logits, reading only the
         cells the box needs (two small matrix products, in PyTorch's threads)."""
         y0, y1, x0, x1 = box
         r0, r1 = int(self.rows.first_input[y0]), int(self.rows.last_input[y1 - 1]) + 1
         c0, c1 = int(self.cols.first_input[x0]), int(self.cols.last_input[x1 - 1]) + 1
-        cells = torch.from_numpy(np.ascontiguousarray(logits[r0:r1, c0:c1]))
-        return (self.rows.weights[y0:y1, r0:r1] @ cells @ self.cols.weights[x0:x1, c0:c1].T
-                ).numpy()
+        cells = torch.from_numpy(logits[r0:r1, c0:c1])
+        rows, cols = self.rows.weights[y0:y1, r0:r1], self.cols.weights[x0:x1, c0:c1]
+        # The larger product reads the low-res side it is taken over: the smaller one first.
+        if r1 - r0 <= c1 - c0:
+            return rows @ (cells @ cols.T)
+        return (rows @ cells) @ cols.T
 
 
 @functools.lru_cache(maxsize=16)

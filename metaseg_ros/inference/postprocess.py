@@ -213,19 +213,14 @@ def _resolve_overlaps(masks: torch.Tensor, inside_probability: torch.Tensor,
 @dataclass(frozen=True, eq=False)
 class _Crop:
     """One candidate on the frame: its mask's tight box (y0, y1, x0, x1), the mask and the
-    frame logits within that box (NumPy), its area and score."""
+    mask probability (0 outside the mask) within that box (NumPy), its area and score."""
 
     query: int
     box: tuple[int, int, int, int]
     mask: np.ndarray
-    logits: np.ndarray
+    probability: np.ndarray
     area: int
     score: float
-
-
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    """float32 sigmoid by PyTorch's kernel (as the whole-frame path computes it)."""
-    return torch.from_numpy(np.ascontiguousarray(logits)).sigmoid().numpy()
 
 
 def _probability(logit: float) -> float:
@@ -313,17 +308,20 @@ def _score_crops(order: list[int], class_score: list[float], mask_logits: np.nda
         if box is None:
             continue
         logits = frame.crop(low, box)
-        tight = _tight_box(logits > threshold)
+        mask = (logits > threshold).numpy()
+        tight = _tight_box(mask)
         if tight is None:
             continue
         # Shrink to the mask's tight box: everything after reads only that.
         top, bottom, left, right = tight
-        logits = logits[top:bottom, left:right]
-        mask = logits > threshold
+        mask = mask[top:bottom, left:right]
+        # sigmoid(-inf) = 0: the probability inside the mask (same comparison), 0 outside.
+        probability = F.threshold(logits[top:bottom, left:right], threshold, -math.inf
+                                  ).sigmoid_()
         area = int(np.count_nonzero(mask))
-        score = class_score[query] * float(_sigmoid(logits[mask]).sum()) / (area + 1e-6)
+        score = class_score[query] * float(probability.sum()) / (area + 1e-6)
         box = (box[0] + top, box[0] + bottom, box[2] + left, box[2] + right)
-        crops.append(_Crop(query, box, mask, logits, area, score))
+        crops.append(_Crop(query, box, mask, probability.numpy(), area, score))
         if score >= settings.score_threshold:
             best = sorted([*best, score], reverse=True)
     return crops
@@ -341,6 +339,13 @@ def _resolve_overlaps_in_boxes(kept: list[_Crop]) -> list[np.ndarray]:
     higher (or equal, for an earlier instance).
     """
     resolved = [c.mask.copy() for c in kept]
+    claims: dict[int, np.ndarray] = {}  # score x probability over a crop, made when needed
+
+    def claim(index: int) -> np.ndarray:
+        if index not in claims:
+            claims[index] = kept[index].probability * np.float32(kept[index].score)
+        return claims[index]
+
     for i, mine in enumerate(kept):
         y0, y1, x0, x1 = mine.box
         for j, other in enumerate(kept):
@@ -350,11 +355,10 @@ def _resolve_overlaps_in_boxes(kept: list[_Crop]) -> list[np.ndarray]:
                 continue
             here, there = np.s_[top - y0: bottom - y0, left - x0: right - x0], \
                 np.s_[top - oy0: bottom - oy0, left - ox0: right - ox0]
-            shared = np.nonzero(mine.mask[here] & other.mask[there])
-            if len(shared[0]) == 0:
+            shared = mine.mask[here] & other.mask[there]
+            if not shared.any():
                 continue
-            claim = _sigmoid(mine.logits[here][shared]) * np.float32(mine.score)
-            rival = _sigmoid(other.logits[there][shared]) * np.float32(other.score)
-            lost = rival >= claim if j < i else rival > claim
-            resolved[i][here][shared[0][lost], shared[1][lost]] = False
+            rival, own = claim(j)[there], claim(i)[here]
+            shared &= (rival >= own) if j < i else (rival > own)
+            resolved[i][here] &= ~shared
     return resolved
