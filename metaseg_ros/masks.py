@@ -19,7 +19,7 @@ from metaseg_ros.results import BoundingBox
 def encode_rle(mask: np.ndarray, bbox: BoundingBox | None = None) -> np.ndarray:
     """Encode a (H, W) boolean mask as uint32 run lengths (column-major, background first).
 
-    bbox: a box holding every pixel of the mask (TrackedInstance.bbox): only its columns are
+    bbox: a box holding every pixel of the mask (TrackedInstance.bbox): only the box is
     read, the runs are the same (a 60-pixel-wide object in a 512x512 frame: ~8x less work).
     """
     if mask.ndim != 2:
@@ -28,11 +28,14 @@ def encode_rle(mask: np.ndarray, bbox: BoundingBox | None = None) -> np.ndarray:
     total = height * width
     if total == 0:
         return np.zeros(0, dtype=np.uint32)
-    first_column, end_column = 0, width
+    first_column, top, end_column, bottom = 0, 0, width, height
     if bbox is not None:
-        first_column, _, end_column, _ = bbox.clipped(height, width)
+        first_column, top, end_column, bottom = bbox.clipped(height, width)
     # Whole columns: in column-major order they are one contiguous part of the sequence.
-    part = np.asarray(mask[:, first_column:end_column], dtype=bool).ravel(order="F")
+    # Only the box is read (transposed); the rest of its columns is known background.
+    columns = np.zeros((max(end_column - first_column, 0), height), dtype=bool)
+    columns[:, top:bottom] = np.asarray(mask[top:bottom, first_column:end_column], dtype=bool).T
+    part = columns.ravel()
     if part.size == 0:
         return np.array([total], dtype=np.uint32)
     start, end = first_column * height, first_column * height + part.size

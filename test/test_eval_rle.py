@@ -49,7 +49,7 @@ def test_message_rle_round_trip_matches_pycocotools(mask: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("mask", [*real_masks()[:6], *synthetic_masks()])
-def test_message_rle_from_the_box_columns_equals_the_whole_mask(mask: np.ndarray) -> None:
+def test_message_rle_from_the_box_equals_the_whole_mask(mask: np.ndarray) -> None:
     height, width = mask.shape
     whole = encode_rle(mask)
     tight = BoundingBox.from_mask(mask)
@@ -61,6 +61,11 @@ def test_message_rle_from_the_box_columns_equals_the_whole_mask(mask: np.ndarray
     edges[:2, 0] = edges[-1, -1] = edges[3, 4] = True
     for box in (BoundingBox(0, 0, 9, 6), BoundingBox.from_mask(edges)):
         np.testing.assert_array_equal(encode_rle(edges, box), encode_rle(edges))
+    # Whole columns: one run across the column boundary; and a box lower than the frame.
+    tall = np.zeros((6, 9), bool)
+    tall[:, 2:4] = tall[4:, 4] = True
+    for box in (BoundingBox(2, 0, 3, 6), BoundingBox.from_mask(tall)):
+        np.testing.assert_array_equal(encode_rle(tall, box), [12, 12, 4, 2, 24])
     inner = np.zeros((6, 9), bool)
     inner[2:4, 3:5] = True  # background before and after the box's columns
     np.testing.assert_array_equal(encode_rle(inner, BoundingBox(3, 2, 2, 2)),
