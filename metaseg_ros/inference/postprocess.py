@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metaseg_ros.inference.mask_crops import SUPPORT_MARGIN, frame_map
+from metaseg_ros.inference.mask_crops import SUPPORT_MARGIN, candidate_mask, frame_map, tight_box
 from metaseg_ros.inference.preprocess import Letterbox, masks_to_frame
 from metaseg_ros.inference.settings import PostprocessSettings
 from metaseg_ros.results import BoundingBox, Detection, FrameDetections
@@ -257,7 +257,7 @@ def _select_in_boxes(class_logits: torch.Tensor, mask_logits: torch.Tensor,
     detections = []
     for crop, mask in zip(kept, masks, strict=True):
         # The crop is the mask's tight box; after overlaps were resolved, maybe less.
-        tight = _tight_box(mask)
+        tight = tight_box(mask)
         if tight is None:
             continue
         y0, _, x0, _ = crop.box
@@ -270,15 +270,6 @@ def _select_in_boxes(class_logits: torch.Tensor, mask_logits: torch.Tensor,
             query_index=crop.query, bbox=BoundingBox(left, top, right - left, bottom - top)))
     return FrameDetections(height=letterbox.height, width=letterbox.width,
                            detections=tuple(detections))
-
-
-def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Half-open (top, bottom, left, right) of a 2-D bool mask's pixels; None if empty."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if len(rows) == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def _score_crops(order: list[int], class_score: list[float], mask_logits: np.ndarray,
@@ -304,24 +295,11 @@ def _score_crops(order: list[int], class_score: list[float], mask_logits: np.nda
         if class_score[query] * _probability(peak + SUPPORT_MARGIN * (1.0 + abs(peak))) \
                 < settings.score_threshold:
             continue
-        box = frame.support_box(low, threshold)
-        if box is None:
+        found = candidate_mask(frame, low, threshold)
+        if found is None:
             continue
-        logits = frame.crop(low, box)
-        mask = (logits > threshold).numpy()
-        tight = _tight_box(mask)
-        if tight is None:
-            continue
-        # Shrink to the mask's tight box: everything after reads only that.
-        top, bottom, left, right = tight
-        mask = mask[top:bottom, left:right]
-        # sigmoid(-inf) = 0: the probability inside the mask (same comparison), 0 outside.
-        probability = F.threshold(logits[top:bottom, left:right], threshold, -math.inf
-                                  ).sigmoid_()
-        area = int(np.count_nonzero(mask))
-        score = class_score[query] * float(probability.sum()) / (area + 1e-6)
-        box = (box[0] + top, box[0] + bottom, box[2] + left, box[2] + right)
-        crops.append(_Crop(query, box, mask, probability.numpy(), area, score))
+        score = class_score[query] * found.probability_sum / (found.area + 1e-6)
+        crops.append(_Crop(query, found.box, found.mask, found.probability, found.area, score))
         if score >= settings.score_threshold:
             best = sorted([*best, score], reverse=True)
     return crops
