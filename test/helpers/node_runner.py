@@ -46,6 +46,7 @@ class NodeProcess:
         env = node_environment(self.args)
         env["PYTHONPATH"] = os.pathsep.join([str(HELPERS), env.get("PYTHONPATH", "")])
         env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT prints every thread's stack (see stop)
         self.process = subprocess.Popen(self.argv, env=env, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True)
         self._lines: list[str] = []
@@ -77,14 +78,23 @@ class NodeProcess:
             time.sleep(0.05)
         raise AssertionError(f"node never printed {text!r}; output:\n" + "\n".join(self.output))
 
-    def stop(self) -> int:
-        """SIGINT (as launch does on Ctrl-C), then wait; returns the exit code."""
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGINT (as launch does on Ctrl-C), then wait; returns the exit code. A node that
+        does not exit in `timeout` s gets SIGABRT, so that its output ends with the stack of
+        every thread (where it hung), then SIGKILL."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                with self._lock:
+                    self._lines.append(f"[node_runner] no exit {timeout:.0f} s after SIGINT: "
+                                       "SIGABRT for the threads' stacks")
+                self.process.send_signal(signal.SIGABRT)
+                try:
+                    self.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
         self._reader.join(timeout=5)
         return self.process.returncode
