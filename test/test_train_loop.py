@@ -171,6 +171,16 @@ def test_config_yaml_round_trip_and_unknown_keys(tmp_path: Path) -> None:
         load_train_config(None, ["data.kind=coco"])
 
 
+@pytest.mark.parametrize("recipe", sorted(
+    (Path(__file__).resolve().parents[1] / "metaseg_ros" / "train" / "configs").glob("*.yaml")),
+    ids=lambda path: path.stem)
+def test_every_shipped_recipe_is_a_valid_config_and_model(recipe: Path) -> None:
+    """Each recipe parses, validates, and names a model that can be built."""
+    config = load_train_config(recipe)
+    model = MetaSegmenter(get_config(config.model, **config.model_overrides))
+    assert config.optim.max_steps > 0 and model.config.image_size[0] > 0
+
+
 def test_init_from_checkpoint_maps_class_rows_by_name(tmp_path: Path) -> None:
     source = MetaSegmenter(get_config("tiny", image_size=(64, 64), num_queries=8,
                                       num_decoder_layers=1,

@@ -87,11 +87,14 @@ class MemoryConfig:
     pool_stride: image stride of the stored pixel features (a multiple of 32); 64 stores an
         8x8 map per frame for 512x512 input.
     num_heads: heads of the cross-frame attention.
+    pixel_read: the stride-8 pixel features also read the stored pixel features before the
+        mask features are made (model/pixel_memory.py); off in the shipped models.
     """
 
     feature_dim: int = 256
     pool_stride: int = 64
     num_heads: int = 8
+    pixel_read: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from metaseg_ros.model.backbones import build_backbone
 from metaseg_ros.model.config import MetaSegConfig
 from metaseg_ros.model.memory import MemoryReader, MemoryState, empty_memory, write_frame
 from metaseg_ros.model.pixel_decoder import PixelDecoder
+from metaseg_ros.model.pixel_memory import PixelMemoryRead
 from metaseg_ros.model.transformer_decoder import TransformerDecoder
 
 
@@ -81,6 +82,9 @@ class MetaSegmenter(nn.Module):
                                            config.memory.feature_dim, 1)
         self.memory_reader = MemoryReader(config.memory_frames, config.memory.feature_dim,
                                           config.hidden_dim)
+        self.pixel_memory = PixelMemoryRead(
+            config.pixel_decoder.conv_dim, config.memory.feature_dim, config.memory_frames,
+            config.memory.num_heads) if config.memory.pixel_read else None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -105,7 +109,9 @@ class MetaSegmenter(nn.Module):
         self._check_inputs(images, memory)
         pixels = (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
         features = self.backbone(pixels)
-        decoded = self.pixel_decoder(features)
+        read = self.pixel_memory
+        decoded = self.pixel_decoder(
+            features, None if read is None else (lambda level: read(level, memory)))
         tokens = self.memory_reader(memory, self.transformer_decoder.query_embed)
         out = self.transformer_decoder(decoded.multi_scale, decoded.mask_features, tokens)
         new_features = self.memory_write_proj(decoded.multi_scale[0])

@@ -7,6 +7,7 @@ the stride-4 map gives the per-pixel mask features.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -84,8 +85,10 @@ class PixelDecoder(nn.Module):
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
 
-    def forward(self, features: list[Tensor]) -> PixelDecoderOutput:
-        """features: backbone maps at strides 4, 8, 16, 32."""
+    def forward(self, features: list[Tensor],
+                refine_finest: Callable[[Tensor], Tensor] | None = None) -> PixelDecoderOutput:
+        """features: backbone maps at strides 4, 8, 16, 32. refine_finest: applied to the
+        encoder's stride-8 output before the FPN step (the pixel memory read)."""
         sources = []
         positions = []
         spatial_shapes: list[tuple[int, int]] = []
@@ -108,6 +111,8 @@ class PixelDecoder(nn.Module):
                 torch.split(src, [h * w for h, w in spatial_shapes], dim=1), spatial_shapes,
                 strict=True):
             multi_scale.append(chunk.transpose(1, 2).reshape(batch, -1, height, width))
+        if refine_finest is not None:
+            multi_scale[-1] = refine_finest(multi_scale[-1])
         lateral = self.lateral_conv(features[0])
         top_down = F.interpolate(multi_scale[-1], size=lateral.shape[-2:], mode="bilinear",
                                  align_corners=False)

@@ -79,7 +79,15 @@ def init_from_checkpoint(model: MetaSegmenter, path: str | Path) -> str:
                 new[-1] = value[-1]
                 state[name] = new
                 mapped += 1
+    fresh = ""
+    if model.pixel_memory is not None and not source_config.memory.pixel_read:
+        # A checkpoint without the pixel memory read: that module starts fresh (gate 0:
+        # the checkpoint's model exactly); every other tensor must still match.
+        for name, value in model.state_dict().items():
+            if name.startswith("pixel_memory."):
+                state[name] = value
+        fresh = "; pixel memory read new (gate 0)"
     load_state_dict_checked(model, state, strict=True)
     kept = sum(n in source_classes for n in target_classes)
     return (f"checkpoint {path} ({kept}/{len(target_classes)} classes found by name, "
-            f"{mapped} class-head tensors remapped)")
+            f"{mapped} class-head tensors remapped{fresh})")

@@ -9,8 +9,8 @@ from metaseg_ros.train.config import OptimConfig
 
 
 def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
-    """AdamW; backbone at lr * backbone_lr_multiplier, the decoder's memory attention (with
-    memory_lr_scope "path" also the memory reader and write projection) at
+    """AdamW; backbone at lr * backbone_lr_multiplier, the memory attentions (decoder and
+    pixel read; with memory_lr_scope "path" also the memory reader and write projection) at
     lr * memory_lr_multiplier; no decay on norms, biases, gates and embeddings
     (query/level/slot embeddings), as Mask2Former."""
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
@@ -20,8 +20,9 @@ def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
         lr = optim.lr
         if name.startswith("backbone."):
             lr *= optim.backbone_lr_multiplier
-        elif ".memory_attn." in name or (optim.memory_lr_scope == "path" and name.startswith(
-                ("memory_reader.", "memory_write_proj."))):
+        elif ".memory_attn." in name or name.startswith("pixel_memory.") or (
+                optim.memory_lr_scope == "path"
+                and name.startswith(("memory_reader.", "memory_write_proj."))):
             lr *= optim.memory_lr_multiplier
         no_decay = parameter.ndim <= 1 or name.endswith(
             ("query_feat", "query_embed", "level_embed", "slot_embed"))

@@ -87,10 +87,13 @@ class ClipUnroller(nn.Module):
 
 
 def set_memory_gates(model: MetaSegmenter, value: float) -> None:
-    """Set every decoder layer's memory-attention gate to value (tanh(value) passes)."""
+    """Set every memory gate to value (tanh(value) passes): each decoder layer's memory
+    attention and, where the model has one, the pixel memory read."""
     with torch.no_grad():
         for layer in model.transformer_decoder.layers:
             layer.memory_attn.gate.fill_(value)
+        if model.pixel_memory is not None:
+            model.pixel_memory.gate.fill_(value)
 
 
 def identity_memory_attention(model: MetaSegmenter) -> None:
