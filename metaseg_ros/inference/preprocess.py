@@ -42,10 +42,10 @@ def letterbox_image(rgb: np.ndarray, input_size: tuple[int, int],
     Padding takes `pad_value` (the model's pixel mean, which normalises to zero, as
     Mask2Former pads after normalisation). The resize is bilinear, antialiased when it
     shrinks. device: where to resize (default: the CPU). On the CPU the uint8 frame is
-    resized as uint8 (PyTorch's vectorised kernel, 4-10x faster than converting the whole
-    frame to float first; values rounded to whole grey levels, as the reference
-    preprocessing's uint8 image resize gives them); on a GPU the uint8 frame is uploaded as
-    it is and resized there in float.
+    resized as uint8 (PyTorch's vectorised kernel: 2-4x less time than converting the whole
+    frame to float first, docs/benchmarks.md; values rounded to whole grey levels, as the
+    reference preprocessing's uint8 image resize gives them); on a GPU the uint8 frame is
+    uploaded as it is and resized there in float.
     """
     letterbox = Letterbox.fit(rgb.shape[0], rgb.shape[1], input_size)
     image = torch.from_numpy(np.ascontiguousarray(rgb))

@@ -1,7 +1,8 @@
 """Pixel features read the memory (memory.pixel_read): the current frame's stride-8 pixel
 features attend to the pixel features stored for the last frames, before the FPN step makes
-the mask features from them. Gated like the decoder's memory attention: at gate 0 the layer
-is exactly the identity (the model without it).
+the mask features from them (the decoder's masked attention reads the refined level too).
+Gated like the decoder's memory attention: at gate 0 the layer is exactly the identity (the
+model without it).
 
 Why: the decoder's memory attention lets the *queries* borrow the past, but a mask is the
 product of a query with the current frame's pixel embeddings, so a frame that is blurred,
