@@ -5,7 +5,8 @@
         runs/tiny_memory_degraded/checkpoints/step_*
 
 Each decoder layer adds tanh(gate) * attention(memory) to its queries: at gate 0 the model is
-the image Mask2Former, and |tanh(gate)| says how much of the memory a layer lets through.
+the image Mask2Former, and |tanh(gate)| says how much of the memory a layer lets through. A
+model with the pixel memory read (memory.pixel_read) has one more gate, printed after them.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from pathlib import Path
 from safetensors.numpy import load_file
 
 
-def gates(checkpoint: str) -> list[float]:
-    """The gate of every decoder layer, in layer order (checkpoint: its path with or without
-    the suffix, or a training checkpoint directory holding model.safetensors)."""
+def gates(checkpoint: str) -> tuple[list[float], float | None]:
+    """The gate of every decoder layer, in layer order, and the pixel memory read's (None
+    without one) (checkpoint: its path with or without the suffix, or a training checkpoint
+    directory holding model.safetensors)."""
     path = Path(checkpoint)
     if path.is_dir():
         path = path / "model"
@@ -29,17 +31,20 @@ def gates(checkpoint: str) -> list[float]:
     state = load_file(str(path))
     names = sorted((k for k in state if k.endswith("memory_attn.gate")),
                    key=lambda k: int(k.split(".layers.")[1].split(".")[0]))
-    return [float(state[name].reshape(-1)[0]) for name in names]
+    pixel = state.get("pixel_memory.gate")
+    return ([float(state[name].reshape(-1)[0]) for name in names],
+            None if pixel is None else float(pixel.reshape(-1)[0]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoints", nargs="+")
     for checkpoint in parser.parse_args().checkpoints:
-        values = gates(checkpoint)
+        values, pixel = gates(checkpoint)
         largest = max((abs(math.tanh(v)) for v in values), default=0.0)
+        read = "" if pixel is None else f"; pixel read {pixel:+.4f}"
         print(f"{checkpoint}: gates {' '.join(f'{v:+.4f}' for v in values)}; "
-              f"largest |tanh(gate)| {largest:.4f}")
+              f"largest |tanh(gate)| {largest:.4f}{read}")
 
 
 if __name__ == "__main__":
