@@ -8,7 +8,9 @@ is timed in two variants, interleaved frame by frame so that load changes hit bo
 - on: the network as shipped (memory reader, gated memory attention in every decoder layer,
   the new frame's features projected and written into the ring);
 - off: the same network with the memory path removed (no reader, every memory attention
-  the identity, nothing projected or written).
+  the identity, no pixel read, nothing projected or written).
+With --pixel-read each config is measured a second time with memory.pixel_read on (the pixel
+features read the stored ones; stored maps at stride 32).
 Printed: median ms per frame on and off, their difference and its share of the "on" step,
 the time inside the memory modules measured by hooks during the "on" frames (reader,
 memory attention, write projection + ring write), and the ring's size in bytes (float32,
@@ -42,16 +44,19 @@ def memory_removed(model: MetaSegmenter) -> Iterator[None]:
     """The memory path skipped: reader, attentions and the ring write do nothing."""
     attention_forward, reader_forward = MemoryAttention.forward, MemoryReader.forward
     write, projection = metasegmenter_module.write_frame, model.memory_write_proj
+    pixel_read = model.pixel_memory
     MemoryAttention.forward = lambda self, query, query_pos, tokens: query
     MemoryReader.forward = lambda self, memory, query_pos: None
     metasegmenter_module.write_frame = lambda memory, features, queries: memory
     model.memory_write_proj = nn.Identity()
+    model.pixel_memory = None
     try:
         yield
     finally:
         MemoryAttention.forward, MemoryReader.forward = attention_forward, reader_forward
         metasegmenter_module.write_frame = write
         model.memory_write_proj = projection
+        model.pixel_memory = pixel_read
 
 
 class ModuleTimer:
@@ -61,7 +66,8 @@ class ModuleTimer:
         self.seconds = 0.0
         self._started: dict[int, float] = {}
         modules = [model.memory_reader, model.memory_write_proj,
-                   *(layer.memory_attn for layer in model.transformer_decoder.layers)]
+                   *(layer.memory_attn for layer in model.transformer_decoder.layers),
+                   *([] if model.pixel_memory is None else [model.pixel_memory])]
         for module in modules:
             module.register_forward_pre_hook(self._pre)
             module.register_forward_hook(self._post)
@@ -83,9 +89,12 @@ class ModuleTimer:
         self.seconds += time.perf_counter() - self._started.pop(id(module))
 
 
-def measure(name: str, size: tuple[int, int] | None, frames: int, warmup: int) -> None:
+def measure(name: str, size: tuple[int, int] | None, frames: int, warmup: int,
+            pixel_read: bool = False) -> None:
     """Time one config on vs off and print a markdown row."""
-    overrides = {} if size is None else {"image_size": size}
+    overrides: dict = {} if size is None else {"image_size": size}
+    if pixel_read:
+        overrides["memory"] = {"pixel_read": True, "pool_stride": 32}
     model = MetaSegmenter(get_config(name, **overrides)).eval()
     height, width = model.config.image_size
     images = torch.rand(1, 3, height, width) * 255
@@ -110,7 +119,8 @@ def measure(name: str, size: tuple[int, int] | None, frames: int, warmup: int) -
     on_ms = 1000 * statistics.median(on_times)
     off_ms = 1000 * statistics.median(off_times)
     inside_ms = 1000 * statistics.median(inside)
-    print(f"| {name} | {width}x{height} | {model.config.memory_frames} | {on_ms:.1f} | "
+    label = f"{name} + pixel read" if pixel_read else name
+    print(f"| {label} | {width}x{height} | {model.config.memory_frames} | {on_ms:.1f} | "
           f"{off_ms:.1f} | {on_ms - off_ms:+.1f} ({(on_ms - off_ms) / on_ms:+.1%}) | "
           f"{inside_ms:.1f} ({inside_ms / on_ms:.1%}) | {ring_bytes(memory)} |", flush=True)
 
@@ -126,6 +136,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--pixel-read", action="store_true",
+                        help="also each config with memory.pixel_read (stored maps at stride "
+                             "32, as tiny_synthetic_cpu_memory_pixels.yaml)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -138,6 +151,8 @@ def main() -> None:
         size = tuple(args.tiny_size) if name == "tiny" else (
             tuple(args.size) if args.size else None)
         measure(name, size, args.frames, args.warmup)
+        if args.pixel_read:
+            measure(name, size, args.frames, args.warmup, pixel_read=True)
 
 
 if __name__ == "__main__":
