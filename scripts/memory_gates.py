@@ -31,7 +31,7 @@ def gates(checkpoint: str) -> tuple[list[float], float | None]:
     state = load_file(str(path))
     names = sorted((k for k in state if k.endswith("memory_attn.gate")),
                    key=lambda k: int(k.split(".layers.")[1].split(".")[0]))
-    pixel = state.get("pixel_memory.gate")
+    pixel = state.get("pixel_memory.attention.gate")
     return ([float(state[name].reshape(-1)[0]) for name in names],
             None if pixel is None else float(pixel.reshape(-1)[0]))
 

@@ -15,16 +15,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from metaseg_ros.model.layers import MASKED_LOGIT_BIAS, Attention, sine_position_embedding
-from metaseg_ros.model.memory import MemoryState
+from metaseg_ros.model.layers import MASKED_LOGIT_BIAS, sine_position_embedding
+from metaseg_ros.model.memory import MemoryAttention, MemoryState, MemoryTokens
 
 
 class PixelMemoryRead(nn.Module):
-    """level + tanh(gate) * Attn(LN(level) + pos, stored pixel features of the last frames).
+    """level + tanh(gate) * Attn(LN(level) + pos, stored pixel features of the last frames):
+    the decoder's MemoryAttention (null token, norm, gate), over pixel positions.
 
     Keys carry the stored map's sine position (normalised: the same place on the image gives
     the same embedding on both grids) and a learned embedding of the slot (the frame's age);
-    empty slots are blocked; a learned null token keeps an empty memory well defined.
+    empty slots are blocked.
     """
 
     def __init__(self, dim: int, feature_dim: int, frames: int, num_heads: int) -> None:
@@ -32,11 +33,12 @@ class PixelMemoryRead(nn.Module):
         self.key_proj = nn.Linear(feature_dim, dim)
         self.value_proj = nn.Linear(feature_dim, dim)
         self.slot_embed = nn.Parameter(torch.randn(frames, dim) * 0.02)
-        self.norm = nn.LayerNorm(dim)
-        self.attn = Attention(dim, num_heads)
-        self.null_key = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
-        self.null_value = nn.Parameter(torch.zeros(1, 1, dim))
-        self.gate = nn.Parameter(torch.zeros(1))
+        self.attention = MemoryAttention(dim, num_heads)
+
+    @property
+    def gate(self) -> nn.Parameter:
+        """The read's gate (tanh(gate) of the attention passes)."""
+        return self.attention.gate
 
     def forward(self, level: Tensor, memory: MemoryState) -> Tensor:
         """level (B, D, h, w) pixel features of the current frame -> the same shape."""
@@ -49,17 +51,12 @@ class PixelMemoryRead(nn.Module):
         stored_pos = sine_position_embedding(h_mem, w_mem, dim // 2, device=level.device,
                                              dtype=dtype).flatten(1).transpose(0, 1)
         keys = self.key_proj(stored) + stored_pos[None, None] + self.slot_embed[None, :, None]
-        values = self.value_proj(stored)
-        keys = torch.cat([self.null_key.expand(batch, 1, -1).to(dtype),
-                          keys.reshape(batch, -1, dim)], dim=1)
-        values = torch.cat([self.null_value.expand(batch, 1, -1).to(dtype),
-                            values.reshape(batch, -1, dim)], dim=1)
         token_valid = valid.to(dtype)[:, :, None].expand(batch, frames, h_mem * w_mem)
-        bias = torch.cat([torch.zeros_like(token_valid[:, :1, 0]),
-                          ((1.0 - token_valid) * MASKED_LOGIT_BIAS).reshape(batch, -1)], dim=1)
+        tokens = MemoryTokens(
+            keys.reshape(batch, -1, dim), self.value_proj(stored).reshape(batch, -1, dim),
+            ((1.0 - token_valid) * MASKED_LOGIT_BIAS).reshape(batch, 1, 1, -1))
         query = level.flatten(2).transpose(1, 2)  # (B, hw, D)
         pos = sine_position_embedding(height, width, dim // 2, device=level.device,
                                       dtype=dtype).flatten(1).transpose(0, 1)[None]
-        attended = self.attn(self.norm(query) + pos, keys, values, bias[:, None, None, :])
-        out = query + torch.tanh(self.gate) * attended
+        out = self.attention(query, pos, tokens)
         return out.transpose(1, 2).reshape(batch, dim, height, width)
