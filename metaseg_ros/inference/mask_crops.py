@@ -15,8 +15,8 @@ up to float rounding, ~2e-6 (tested against `masks_to_frame`).
 
 The cells that can exceed the threshold often form several separate groups (a small
 model's mask of one object can hold blobs far apart): each 8-connected group gets its own
-box, boxes that overlap or lie close are merged, and only those boxes are computed (at
-1280x720, ~4x fewer pixels than one box around them all on the shipped model's outputs).
+box, boxes that overlap or lie close are merged, and only those boxes are computed instead
+of one box around them all.
 """
 
 from __future__ import annotations
