@@ -3,6 +3,8 @@ default with every split unchanged, deterministic, ground truth exact, tags and 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -230,6 +232,9 @@ def test_config_from_yaml_values_presets_and_limits() -> None:
     config = SyntheticConfig(degradations={"blur_rate": 0.2, "burst_length": [1, 2]})
     assert config.degradations == DegradationConfig(blur_rate=0.2, burst_length=(1, 2))
     assert SyntheticConfig(degradations="degraded").degradations == DEGRADED_PRESET
+    assert SyntheticConfig(degradations={"preset": "degraded", "video_fraction": 0.4}
+                           ).degradations == replace(DEGRADED_PRESET, video_fraction=0.4)
+    assert not replace(DEGRADED_PRESET, video_fraction=0.0).enabled
     assert SyntheticConfig().degradations == DegradationConfig()
     assert 0.3 <= DEGRADED_PRESET.image_rate <= 0.4
     assert all(getattr(DEGRADED_PRESET, f"{k}_rate") > 0 for k in IMAGE_KINDS)
@@ -244,6 +249,27 @@ def test_config_from_yaml_values_presets_and_limits() -> None:
         DegradationConfig(blur_rate=0.4, noise_rate=0.3)
     assert join_tags({"reentry", "blur", "occluder"}) == "blur+occluder+reentry"
     assert tag_kinds("") == () and set(tag_kinds(join_tags(set(KINDS)))) == set(KINDS)
+
+
+def test_video_fraction_leaves_the_other_videos_clean_and_keeps_the_chosen_ones() -> None:
+    mixed = replace(DEGRADED_PRESET, video_fraction=0.5)
+    frames = range(SMALL["num_frames"])
+    full = SyntheticVideoGenerator(SyntheticConfig(**SMALL, degradations=DEGRADED_PRESET), 0)
+    clean = SyntheticVideoGenerator(SyntheticConfig(**SMALL), 0)
+    generator = SyntheticVideoGenerator(SyntheticConfig(**SMALL, degradations=mixed), 0)
+    chosen = 0
+    for video in range(16):
+        got = generator.clip(video, frames)
+        degraded = any(got.frame_tags)
+        reference = (full if degraded else clean).clip(video, frames)
+        assert np.array_equal(got.frames, reference.frames), video
+        assert np.array_equal(got.masks, reference.masks), video
+        if degraded:
+            assert got.frame_tags == reference.frame_tags
+        chosen += degraded
+    assert 3 <= chosen <= 13  # about half (the draw is a fixed function of seed and video)
+    with pytest.raises(ValueError, match="probabilities"):
+        DegradationConfig(video_fraction=1.5)
 
 
 def test_frame_tags_survive_slicing_and_augmentation() -> None:

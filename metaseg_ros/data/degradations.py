@@ -72,6 +72,10 @@ class DegradationConfig:
     glimpse_frames: int = 2             # first frames in which that object is sharp
     reentry_probability: float = 0.0    # one object leaves the image and comes back
     reentry_absence: tuple[int, int] = (3, 8)  # frames it stays fully outside
+    # Fraction of the videos that get any of the above; the others stay entirely clean (a
+    # training mix of clean and degraded videos). 1.0 draws nothing, so every video's plan
+    # is the same as without the field.
+    video_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -81,7 +85,8 @@ class DegradationConfig:
         rates = [getattr(self, f"{k}_rate") for k in IMAGE_KINDS]
         probabilities = (self.occluder_probability, self.object_blur_probability,
                          self.reentry_probability)
-        if min(rates) < 0 or not all(0 <= p <= 1 for p in probabilities):
+        if min(rates) < 0 or not all(0 <= p <= 1 for p in (*probabilities,
+                                                              self.video_fraction)):
             raise ValueError("degradation rates and probabilities must be >= 0 (and <= 1)")
         low, high = self.burst_length
         if not 1 <= low <= high or self.min_clean_gap < 0 or self.clean_prefix < 0:
@@ -105,14 +110,15 @@ class DegradationConfig:
     @property
     def enabled(self) -> bool:
         """Whether anything at all is degraded."""
-        return self.image_rate > 0 or max(self.occluder_probability,
-                                          self.object_blur_probability,
-                                          self.reentry_probability) > 0
+        return self.video_fraction > 0 and (self.image_rate > 0 or max(
+            self.occluder_probability, self.object_blur_probability,
+            self.reentry_probability) > 0)
 
     @classmethod
     def from_value(cls, value: DegradationConfig | Mapping[str, Any] | str | None
                    ) -> DegradationConfig:
-        """A config from itself, a mapping of fields (YAML), a preset name, or None (off)."""
+        """A config from itself, a mapping of fields (YAML; with "preset": that preset's
+        fields, the others given replacing them), a preset name, or None (off)."""
         if value is None:
             return cls()
         if isinstance(value, DegradationConfig):
@@ -122,10 +128,12 @@ class DegradationConfig:
                 raise ValueError(f"unknown degradation preset {value!r}: {sorted(PRESETS)}")
             return PRESETS[value]
         if isinstance(value, Mapping):
+            value = dict(value)
+            base = cls.from_value(str(value.pop("preset"))) if "preset" in value else cls()
             unknown = set(value) - {f.name for f in fields(cls)}
             if unknown:
                 raise ValueError(f"unknown degradation fields {sorted(unknown)}")
-            return cls(**value)
+            return replace(base, **value)
         raise TypeError(f"cannot make a DegradationConfig from {type(value).__name__}")
 
     def only(self, kind: str, rate: float | None = None) -> DegradationConfig:
@@ -246,11 +254,14 @@ def schedule_bursts(config: DegradationConfig, num_frames: int, rng: np.random.G
 
 def plan_video(config: DegradationConfig, num_frames: int, seed: int, video_index: int
                ) -> VideoPlan:
-    """The degradations of one video; each event kind draws from its own stream."""
+    """The degradations of one video; each event kind draws from its own stream (and the
+    choice of the clean videos, with video_fraction < 1, from one more)."""
 
     def stream(k: int) -> np.random.Generator:
         return np.random.default_rng([seed, video_index, 0xDE6, k])
 
+    if config.video_fraction < 1.0 and stream(4).random() >= config.video_fraction:
+        return VideoPlan(("",) * num_frames)
     frame_kinds = schedule_bursts(config, num_frames, stream(0))
     occluder = object_blur = reentry = None
     rng = stream(1)
