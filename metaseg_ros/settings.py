@@ -19,7 +19,7 @@ BACKENDS: tuple[str, ...] = ("eager", "cudagraph", "onnxruntime", "exported", "t
                              "tensorrt_engine")
 BACKEND_CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
-PRECISIONS: tuple[str, ...] = ("float32", "float16", "bfloat16")
+PRECISIONS: tuple[str, ...] = ("float32", "float16", "bfloat16", "int8")
 
 _METADATA_KEY = "metaseg_setting"
 

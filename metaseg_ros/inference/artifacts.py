@@ -48,8 +48,10 @@ DESCRIPTION_KEY = "metaseg_artifact"
 PROGRAM_DESCRIPTION_FILE = "metaseg_artifact.json"
 ARTIFACT_KINDS = ("onnx", "pt2", "tensorrt")
 ARTIFACT_SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "tensorrt": ".ep"}
-# The dtype of an export's weights and memory, by precision name.
-EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+# The dtype of an export's weights and memory, by precision name. "int8" (ONNX only) is a
+# float32 export whose matrix products with constant weights ONNX Runtime's dynamic
+# quantisation then runs in int8 (inference/quantize.py).
+EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int8": torch.float32}
 MODEL_SOURCE_DIR = Path(__file__).resolve().parents[1] / "model"
 
 
@@ -60,7 +62,8 @@ class ExportSettings:
     kind: "onnx", "pt2" (torch.export program) or "tensorrt" (Torch-TensorRT program).
     device: where the exported program runs ("cpu" or "cuda"; ONNX is device-independent).
     sampling: deformable-attention sampling ("gather" exports to plain Gather nodes).
-    precision: "float32", or "float16" weights and memory (images stay float32).
+    precision: "float32", or "float16" weights and memory (images stay float32), or "int8"
+        (ONNX only: the float32 export with int8 matrix products, inference/quantize.py).
     opset: ONNX opset (ONNX only).
     """
 
@@ -79,6 +82,8 @@ class ExportSettings:
             raise ValueError(f"precision {self.precision!r} not in {tuple(EXPORT_DTYPES)}")
         if self.device not in DEVICES:
             raise ValueError(f"device {self.device!r} must be one of {DEVICES}")
+        if self.precision == "int8" and self.kind != "onnx":
+            raise ValueError(f"precision 'int8' is an ONNX artifact's, not {self.kind!r}'s")
 
     @property
     def suffix(self) -> str:
@@ -152,11 +157,14 @@ def model_source_digest() -> str:
     return digest.hexdigest()
 
 
-def library_versions(kind: str) -> dict[str, str]:
-    """Versions of the libraries that shape an artifact of this kind."""
+def library_versions(kind: str, precision: str = "float32") -> dict[str, str]:
+    """Versions of the libraries that shape an artifact of this kind (and precision: ONNX
+    Runtime's quantiser writes the int8 ONNX files)."""
     versions = {"torch": torch.__version__}
     modules = {"onnx": ("onnx", "onnxscript"), "pt2": (), "tensorrt": ("torch_tensorrt",
                                                                       "tensorrt")}[kind]
+    if precision == "int8":
+        modules = (*modules, "onnxruntime")
     for name in modules:
         try:
             module = __import__(name)
@@ -176,7 +184,7 @@ def artifact_fingerprint(model: MetaSegmenter, settings: ExportSettings) -> str:
     document = {"format": ARTIFACT_VERSION, "weights": weights_digest(model),
                 "config": config_to_dict(model.config), "source": model_source_digest(),
                 "settings": dataclasses.asdict(settings),
-                "versions": library_versions(settings.kind)}
+                "versions": library_versions(settings.kind, settings.precision)}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 

@@ -132,8 +132,8 @@ def _runner_with_fallback(model: MetaSegmenter, settings: ModelSettings,
                              log=log, options=options), settings.backend
     candidates = auto_candidates(settings.device, settings.precision)
     if len(candidates) == 1:
-        return create_runner(model, candidates[0], settings.device, log=log,
-                             options=options), candidates[0]
+        return create_runner(model, candidates[0], settings.device, cache_key=cache_key,
+                             log=log, options=options), candidates[0]
     def make(name: str) -> ModelRunner:
         return create_runner(model, name, settings.device, cache_key=cache_key, log=log,
                              options=options)
@@ -191,20 +191,23 @@ def create_runner(model: MetaSegmenter, backend: str, device: str, cache_key: st
     if backend not in BACKENDS:
         raise ValueError(f"backend '{backend}' is not available (available: "
                          f"{', '.join(BACKENDS)})")
+    if options.precision == "int8" and (backend != "onnxruntime" or device != "cpu"):
+        raise ValueError(f"precision 'int8' runs on backend 'onnxruntime' on the cpu only "
+                         f"(ONNX Runtime's int8 matrix products), not on '{backend}'/{device}")
     if backend == "eager":
         return EagerRunner(model, device, precision=options.precision)
     if backend == "cudagraph":
         return CudaGraphRunner(model, device, precision=options.precision)
     if backend == "tensorrt_engine":
         return _engine_runner(model, device, cache_key, options, log)
-    if options.precision != "float32":
+    if options.precision not in ("float32", "int8"):
         raise ValueError(f"precision {options.precision!r} applies to backends 'eager' and "
                          f"'cudagraph' only (backend '{backend}' has its own)")
     if backend == "onnxruntime":
         import_onnxruntime(device)  # fail before a long export
+        onnx_settings = ExportSettings("onnx", precision=options.precision)
         return _cached_runner(
-            partial(ensure_artifact, model, ExportSettings("onnx"), cache_key, options.cache_dir,
-                    log),
+            partial(ensure_artifact, model, onnx_settings, cache_key, options.cache_dir, log),
             lambda path: OnnxRuntimeRunner(path, device, options.num_threads,
                                            options.spin_wait), log)
     if backend == "exported":
@@ -259,8 +262,11 @@ def auto_candidates(device: str, precision: str = "float32") -> list[str]:
 
     CPU: eager, and ONNX Runtime when it is installed and the precision is float32 (a reduced
     precision is an eager setting). CUDA: eager and its CUDA graph, plus Torch-TensorRT when
-    it can be imported at float32 (it builds its own float16 engine).
+    it can be imported at float32 (it builds its own float16 engine). int8: ONNX Runtime
+    alone (its outputs are not eager's, so there is nothing to compare or choose).
     """
+    if precision == "int8":
+        return ["onnxruntime"]
     if device == "cuda":
         candidates = ["eager", "cudagraph"]
         if precision == "float32":

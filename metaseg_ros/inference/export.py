@@ -28,6 +28,7 @@ from metaseg_ros.inference.artifacts import (
     default_cache_dir,
     sidecar_path,
 )
+from metaseg_ros.inference.quantize import quantize_onnx
 from metaseg_ros.inference.runners.tensorrt import import_torch_tensorrt
 from metaseg_ros.model.export import example_inputs, export_onnx, export_program
 from metaseg_ros.model.layers import set_deformable_sampling
@@ -47,7 +48,8 @@ def export_copy(model: MetaSegmenter, settings: ExportSettings) -> MetaSegmenter
 def write_onnx_artifact(model: MetaSegmenter, path: str | Path,
                         settings: ExportSettings | None = None,
                         fingerprint: str | None = None) -> Path:
-    """Export the step to ONNX with its description embedded; returns the path."""
+    """Export the step to ONNX with its description embedded (precision int8: then its
+    matrix products quantised, inference/quantize.py); returns the path."""
     settings = settings or ExportSettings("onnx")
     if settings.kind != "onnx":
         raise ValueError(f"write_onnx_artifact needs kind 'onnx', got {settings.kind!r}")
@@ -55,9 +57,17 @@ def write_onnx_artifact(model: MetaSegmenter, path: str | Path,
     description = ArtifactDescription(model.config, settings,
                                       fingerprint or artifact_fingerprint(model, settings))
     clone = export_copy(model, settings)
+    metadata = {DESCRIPTION_KEY: description.to_json()}
     with atomic_destination(path) as temporary:
-        export_onnx(clone, temporary, opset=settings.opset,
-                    metadata={DESCRIPTION_KEY: description.to_json()})
+        if settings.precision == "int8":
+            float_file = temporary.with_name(f"{temporary.stem}.float32.onnx")
+            try:
+                export_onnx(clone, float_file, opset=settings.opset, metadata=metadata)
+                quantize_onnx(float_file, temporary)
+            finally:
+                float_file.unlink(missing_ok=True)
+        else:
+            export_onnx(clone, temporary, opset=settings.opset, metadata=metadata)
     return path
 
 

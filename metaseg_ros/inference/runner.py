@@ -53,8 +53,9 @@ class RunnerOptions:
         default, as they would compete for the cores with pre- and post-processing (and
         everything else on a robot) after each step.
     precision: the eager backend's arithmetic (float16/bfloat16 run the network under
-        autocast, for GPUs with tensor cores). The exporting backends have their own:
-        float32 for onnxruntime/exported, float16 weights for tensorrt.
+        autocast, for GPUs with tensor cores), or int8 for onnxruntime on the CPU (its
+        matrix products with weights in int8: inference/quantize.py). The other exporting
+        backends have their own: float32 for exported, float16 weights for tensorrt.
     """
 
     num_threads: int = 0

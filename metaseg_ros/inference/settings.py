@@ -43,7 +43,9 @@ class ModelSettings:
         choices=DEVICES)
     precision: str = setting(
         "float32", "Arithmetic of the eager and cudagraph backends: float16/bfloat16 run the "
-        "network under autocast (GPU tensor cores; see docs/benchmarks.md)", choices=PRECISIONS)
+        "network under autocast (GPU tensor cores); int8 (opt-in, CPU): onnxruntime with the "
+        "linear layers in int8, faster, outputs no longer float32's (docs/benchmarks.md)",
+        choices=PRECISIONS)
     num_threads: int = setting(
         0, "CPU threads for inference (0 = library default)", minimum=0, maximum=256)
     fallback_backend: str = setting(

@@ -39,6 +39,8 @@ class EagerRunner:
         if sampling not in SAMPLING_MODES:
             raise ValueError(f"sampling {sampling!r} not in {SAMPLING_MODES}")
         check_precision(precision)
+        if precision not in AUTOCAST_DTYPES:
+            raise ValueError(f"backend 'eager' runs {tuple(AUTOCAST_DTYPES)}, not {precision!r}")
         self.precision = precision
         self.model = model.eval().to(self.device)
         self.sampling = sampling
