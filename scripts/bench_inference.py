@@ -21,6 +21,8 @@ ONNX Runtime network against it is printed too.
     python scripts/bench_inference.py --configs tiny r50 --sizes 384 512 --threads 2
     python scripts/bench_inference.py --configs tiny --sizes 384 --backends onnxruntime --profile
     python scripts/bench_inference.py --configs r50 --sizes 384 512 --reference --json out.json
+    python scripts/bench_inference.py --configs r50 --sizes 384 --backends onnxruntime \
+        --precisions float32 int8 --reference        # the opt-in int8 against float32
 
 Goal (issue): tiny at 384x384 >= 5 FPS through ONNX Runtime on 2 CPU cores.
 Timings depend on the machine and its load: compare numbers from one run only.
@@ -44,6 +46,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 GOAL = {"config": "tiny", "size": 384, "backend": "onnxruntime", "fps": 5.0}
+# The precisions each backend runs (inference/builder.py refuses the others).
+BACKEND_PRECISIONS = {"eager": ("float32", "float16", "bfloat16"),
+                      "cudagraph": ("float32", "float16", "bfloat16"),
+                      "onnxruntime": ("float32", "int8"), "exported": ("float32",)}
 FRAME_SIZE = (480, 640)
 
 
@@ -276,8 +282,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         choices=["eager", "cudagraph", "onnxruntime", "exported"])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--precisions", nargs="+", default=["float32"],
-                        choices=["float32", "float16", "bfloat16"],
-                        help="eager backend's precisions to measure (autocast)")
+                        choices=["float32", "float16", "bfloat16", "int8"],
+                        help="precisions to measure where the backend has them (eager and "
+                             "cudagraph: autocast float16/bfloat16; onnxruntime: int8)")
     parser.add_argument("--preprocess-on", choices=["auto", "cpu"], default="auto",
                         help="letterbox where the network runs (auto) or on the CPU")
     parser.add_argument("--threads", type=int, default=2)
@@ -329,13 +336,16 @@ def main(argv: list[str] | None = None) -> int:
     for config in args.configs:
         for size in args.sizes:
             for backend in args.backends:
-                if backend not in ("eager", "cudagraph"):
-                    prepared = run_worker(args, config, size, backend, prepare=True)
+                precisions = [p for p in args.precisions if p in BACKEND_PRECISIONS[backend]]
+                for precision in precisions:
+                    if backend in ("eager", "cudagraph"):
+                        continue
+                    prepared = run_worker(args, config, size, backend, prepare=True,
+                                          precision=precision)
                     how = "exported" if prepared["exported"] else "found in the cache"
-                    print(f"# {config} {size} {backend}: {how} in {prepared['setup_s']} s "
-                          "(separate process)", flush=True)
-                reduced = backend in ("eager", "cudagraph")
-                for precision in (args.precisions if reduced else ["float32"]):
+                    print(f"# {config} {size} {backend} {precision}: {how} in "
+                          f"{prepared['setup_s']} s (separate process)", flush=True)
+                for precision in precisions:
                     row = run_worker(args, config, size, backend, prepare=False,
                                      precision=precision)
                     rows.append(row)
@@ -345,21 +355,22 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"    {name:40s} {ms:8.2f} ms/frame")
     if args.reference:
         for reference in reference_rows(args):
-            ours = next((r for r in rows if r["config"] == reference["config"]
-                         and r["size"] == reference["size"]
-                         and r["backend"] == "onnxruntime"), None)
             line = (f"reference {reference['config']} {reference['size']}: transformers "
                     f"{reference['hf_median_ms']} ms, ours eager {reference['median_ms']} ms "
                     f"(x{reference['hf_median_ms'] / reference['median_ms']:.2f}), "
                     f"class_rel_err {reference['class_rel_err']}, "
                     f"mask_rel_err {reference['mask_rel_err']}")
-            if ours:
-                line += (f", ours onnxruntime network {ours['network_ms']} ms "
-                         f"(x{reference['hf_median_ms'] / ours['network_ms']:.2f})")
+            for ours in rows:
+                if (ours.get("config"), ours.get("size"), ours.get("backend")) == \
+                        (reference["config"], reference["size"], "onnxruntime"):
+                    line += (f", ours onnxruntime {ours['precision']} network "
+                             f"{ours['network_ms']} ms "
+                             f"(x{reference['hf_median_ms'] / ours['network_ms']:.2f})")
             print(line, flush=True)
             rows.append({"reference": reference})
     for row in rows:
-        if all(row.get(k) == GOAL[k] for k in ("config", "size", "backend")):
+        if all(row.get(k) == GOAL[k] for k in ("config", "size", "backend")) \
+                and row["precision"] == "float32":
             verdict = "reached" if row["fps"] >= GOAL["fps"] else "NOT reached"
             print(f"goal: {GOAL['config']} {GOAL['size']}x{GOAL['size']} {GOAL['backend']} "
                   f">= {GOAL['fps']} FPS: {row['fps']} FPS, {verdict}")
