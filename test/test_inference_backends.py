@@ -440,7 +440,7 @@ def test_reduced_precision_runs_under_autocast_and_returns_float32(model):
 
 def test_precision_is_checked_and_belongs_to_eager(model, tmp_path):
     with pytest.raises(ValueError, match="precision must be one of"):
-        RunnerOptions(precision="int8")
+        RunnerOptions(precision="int4")
     with pytest.raises(ValueError, match="precision must be one of"):
         EagerRunner(small_model(), "cpu", precision="half")
     with pytest.raises(ValueError, match="applies to backends 'eager' and 'cudagraph' only"):
