@@ -50,6 +50,7 @@ def test_overrides_accept_nested_dicts_and_lists():
 @pytest.mark.parametrize("overrides, message", [
     ({"image_size": (100, 128)}, "divisible"),
     ({"memory": {"pool_stride": 48}}, "multiple of 32"),
+    ({"memory": {"pool_stride": 8}}, "16 or a positive multiple of 32"),
     ({"class_names": ()}, "empty"),
     ({"hidden_dim": 130}, "heads"),
     ({"backbone": {"kind": "vgg"}}, "backbone.kind"),

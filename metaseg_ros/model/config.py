@@ -84,8 +84,9 @@ class MemoryConfig:
     """Space-time memory bank (the number of frames is MetaSegConfig.memory_frames).
 
     feature_dim: channels of the stored low-resolution pixel features (C_mem).
-    pool_stride: image stride of the stored pixel features (a multiple of 32); 64 stores an
-        8x8 map per frame for 512x512 input.
+    pool_stride: image stride of the stored pixel features: 16 (the pixel decoder's stride-16
+        level, 4x the keys of 32) or a multiple of 32 (its stride-32 level, average-pooled);
+        64 stores an 8x8 map per frame for 512x512 input.
     num_heads: heads of the cross-frame attention.
     pixel_read: the stride-8 pixel features also read the stored pixel features before the
         mask features are made (model/pixel_memory.py); off in the shipped models.
@@ -144,8 +145,8 @@ def validate_config(config: MetaSegConfig) -> None:
         problems.append("class_names is empty")
     height, width = config.image_size
     stride = config.memory.pool_stride
-    if stride % 32 != 0 or stride <= 0:
-        problems.append(f"memory.pool_stride {stride} must be a positive multiple of 32")
+    if stride != 16 and (stride % 32 != 0 or stride <= 0):
+        problems.append(f"memory.pool_stride {stride} must be 16 or a positive multiple of 32")
     elif height % stride or width % stride:
         problems.append(f"image_size {config.image_size} must be divisible by pool_stride {stride}")
     if config.memory_frames < 1:

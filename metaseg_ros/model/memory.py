@@ -7,8 +7,9 @@ ones (0.0); after a reset every slot is empty and the memory attention sees only
 null token, which keeps the first frame well defined.
 
 What a slot stores (computed once, when its frame is written; nothing is recomputed later):
-  features  the frame's stride-32 pixel-decoder features, projected to C_mem channels and
-            average-pooled to (h_mem, w_mem) = image_size / pool_stride
+  features  the frame's stride-32 pixel-decoder features (stride 16 when pool_stride is 16),
+            projected to C_mem channels and average-pooled to (h_mem, w_mem) =
+            image_size / pool_stride
   queries   the decoder's final (normalised) query embeddings of that frame
 """
 

@@ -114,15 +114,24 @@ class MetaSegmenter(nn.Module):
             features, None if read is None else (lambda level: read(level, memory)))
         tokens = self.memory_reader(memory, self.transformer_decoder.query_embed)
         out = self.transformer_decoder(decoded.multi_scale, decoded.mask_features, tokens)
-        new_features = self.memory_write_proj(decoded.multi_scale[0])
-        pool = self.config.memory.pool_stride // 32
-        if pool > 1:
-            new_features = F.avg_pool2d(new_features, kernel_size=pool, stride=pool)
+        new_features = self._memory_features(decoded.multi_scale)
         new_memory = write_frame(memory, new_features, out.query_embeddings)
         final = out.predictions[-1]
         result = NetworkOutput(final.class_logits, final.mask_logits, out.query_embeddings,
                                new_memory)
         return result, [(p.class_logits, p.mask_logits) for p in out.predictions]
+
+    def _memory_features(self, multi_scale: list[Tensor]) -> Tensor:
+        """The frame's features to store: the stride-16 level for pool_stride 16, else the
+        stride-32 level average-pooled to pool_stride; projected to C_mem channels."""
+        stride = self.config.memory.pool_stride
+        if stride == 16:
+            return self.memory_write_proj(multi_scale[1])
+        features = self.memory_write_proj(multi_scale[0])
+        pool = stride // 32
+        if pool > 1:
+            features = F.avg_pool2d(features, kernel_size=pool, stride=pool)
+        return features
 
     def _check_inputs(self, images: Tensor, memory: MemoryState) -> None:
         if images.dim() != 4 or images.shape[1] != 3:
