@@ -20,6 +20,7 @@ setup(
         "torch>=2.4",
         "numpy>=1.26",  # the oldest tested: requirements/py310.txt
         "scipy>=1.10",
+        "threadpoolctl>=3.1",
         "safetensors>=0.4",
         "PyYAML>=6",
         "pillow>=10",

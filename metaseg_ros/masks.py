@@ -31,26 +31,30 @@ def encode_rle(mask: np.ndarray, bbox: BoundingBox | None = None) -> np.ndarray:
     first_column, top, end_column, bottom = 0, 0, width, height
     if bbox is not None:
         first_column, top, end_column, bottom = bbox.clipped(height, width)
-    # Whole columns: in column-major order they are one contiguous part of the sequence.
-    # Only the box is read (transposed); the rest of its columns is known background.
-    columns = np.zeros((max(end_column - first_column, 0), height), dtype=bool)
-    columns[:, top:bottom] = np.asarray(mask[top:bottom, first_column:end_column], dtype=bool).T
-    part = columns.ravel()
-    if part.size == 0:
+    box = np.asarray(mask[top:bottom, first_column:end_column], dtype=bool)
+    if box.size == 0:
         return np.array([total], dtype=np.uint32)
-    start, end = first_column * height, first_column * height + part.size
-    # Run boundaries: where the part changes, and where it meets the background around it.
-    boundaries = [[0]]
-    if part[0] and start > 0:
-        boundaries.append([start])
-    boundaries.append(np.flatnonzero(part[1:] != part[:-1]) + 1 + start)
-    if part[-1] and end < total:
-        boundaries.append([end])
-    boundaries.append([total])
-    runs = np.diff(np.concatenate(boundaries))
-    if part[0] and start == 0:  # the first pixel is the object's: an empty background run
-        runs = np.concatenate(([0], runs))
-    return runs.astype(np.uint32)
+    # The box's columns (transposed: column-major order), each with one background pixel
+    # before and after it; the pixels between the box's columns are background, so the run
+    # boundaries are where this sequence changes, each mapped back to its pixel index.
+    box_height = bottom - top
+    columns = np.zeros((box.shape[1], box_height + 2), dtype=bool)
+    columns[:, 1:-1] = box.T
+    sequence = columns.ravel()
+    changes = np.flatnonzero(sequence[1:] != sequence[:-1]) + 1
+    column, offset = np.divmod(changes, box_height + 2)
+    boundaries = (first_column + column) * height + top + offset - 1
+    # An object touching the bottom of one column and the top of the next (a box of whole
+    # columns) ends and starts at the same pixel: the run goes on, both boundaries drop.
+    same = boundaries[1:] == boundaries[:-1]
+    if same.any():
+        keep = np.ones(boundaries.size, dtype=bool)
+        keep[1:] &= ~same
+        keep[:-1] &= ~same
+        boundaries = boundaries[keep]
+    if boundaries.size and boundaries[-1] == total:  # the object reaches the last pixel
+        boundaries = boundaries[:-1]
+    return np.diff(boundaries, prepend=0, append=total).astype(np.uint32)
 
 
 def decode_rle(counts: Sequence[int] | np.ndarray, height: int, width: int) -> np.ndarray:

@@ -95,6 +95,27 @@ def test_rle_round_trips_and_equals_pycocotools_whatever_the_box(mask) -> None:
     np.testing.assert_array_equal(mask_utils.decode(reference).astype(bool), mask)
 
 
+def _runs_of_the_whole_sequence(mask: np.ndarray) -> list[int]:
+    """Run lengths the plain way: every pixel in column-major order, background first."""
+    sequence = np.concatenate(([False], mask.T.ravel()))
+    changes = np.flatnonzero(sequence[1:] != sequence[:-1])
+    return np.diff(np.concatenate(([0], changes, [mask.size]))).tolist()
+
+
+@given(masks(), st.integers(0, 5), st.integers(0, 5), st.integers(0, 5), st.integers(0, 5))
+def test_rle_from_any_box_holding_the_mask_equals_the_plain_runs(mask, up, down, left, right):
+    """Boxes larger than the mask (also whole columns, where runs cross from one column's
+    bottom to the next one's top) give the same runs as encoding every pixel."""
+    expected = _runs_of_the_whole_sequence(mask)
+    assert encode_rle(mask).tolist() == expected
+    tight = BoundingBox.from_mask(mask)
+    if tight.width == 0:
+        return
+    box = BoundingBox(tight.x - left, tight.y - up, tight.width + left + right,
+                      tight.height + up + down)
+    assert encode_rle(mask, box).tolist() == expected
+
+
 @given(st.lists(st.integers(min_value=-3, max_value=40), max_size=12), st.integers(0, 20),
        st.integers(0, 20))
 def test_rle_decoding_of_arbitrary_counts_raises_value_error_or_fits(counts, height, width):

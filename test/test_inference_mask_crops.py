@@ -46,7 +46,7 @@ def test_crops_equal_the_whole_frame_resize(frame):
     height, width = frame
     for box in [(0, height, 0, width), (height // 3, height // 2 + 1, width // 4, width - 1),
                 (height - 1, height, 0, 1)]:
-        got = mapping.crop(logits, box).numpy()
+        got = mapping.crop(logits, box)
         np.testing.assert_allclose(got, expected[box[0]:box[1], box[2]:box[3]], atol=1e-5)
 
 
@@ -83,7 +83,7 @@ def test_candidate_mask_equals_the_thresholded_whole_frame(frame):
     probability = np.zeros(frame, dtype=np.float32)
     y0, y1, x0, x1 = found.box
     got[y0:y1, x0:x1] = found.mask
-    probability[y0:y1, x0:x1] = found.probability
+    probability[y0:y1, x0:x1] = found.probability()
     np.testing.assert_array_equal(got[clear], expected[clear])
     rows, cols = np.flatnonzero(expected.any(axis=1)), np.flatnonzero(expected.any(axis=0))
     assert abs(y0 - rows[0]) <= 1 and abs(y1 - rows[-1] - 1) <= 1
@@ -107,3 +107,42 @@ def test_boxes_that_overlap_or_lie_close_are_merged():
         == [(0, 160, 0, 160)]
     small = [(0, 10, 0, 10), (0, 10, 20, 30)]  # 100 extra pixels: cheaper as one box
     assert MERGE_SLACK > 100 and _merge_overlapping(small) == [(0, 10, 0, 30)]
+
+
+def test_merging_resumes_at_the_grown_box_with_the_same_result_as_restarting():
+    """The merge order of _merge_overlapping (first joining pair each time, resumed at the
+    grown box) gives what restarting from the first pair after every merge gives."""
+
+    def restarting(boxes):
+        merged = list(boxes)
+        changed = True
+        while changed:
+            changed = False
+            for i in range(len(merged)):
+                for j in range(i + 1, len(merged)):
+                    a, b = merged[i], merged[j]
+                    union = (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
+                    overlap = a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+                    extra = ((union[1] - union[0]) * (union[3] - union[2])
+                             - (a[1] - a[0]) * (a[3] - a[2]) - (b[1] - b[0]) * (b[3] - b[2]))
+                    if overlap or extra < MERGE_SLACK:
+                        merged[i] = union
+                        del merged[j]
+                        changed = True
+                        break
+                if changed:
+                    break
+        return merged
+
+    rng = np.random.default_rng(0)
+    merges = 0
+    for _ in range(300):
+        boxes = []
+        for _ in range(int(rng.integers(1, 14))):
+            y, x = (int(v) for v in rng.integers(0, 700, 2))
+            h, w = (int(v) for v in rng.integers(5, 160, 2))
+            boxes.append((y, y + h, x, x + w))
+        expected = restarting(boxes)
+        assert _merge_overlapping(boxes) == expected
+        merges += len(boxes) - len(expected)
+    assert merges > 300  # the cases merged boxes, often

@@ -19,7 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metaseg_ros.inference.mask_crops import SUPPORT_MARGIN, candidate_mask, frame_map, tight_box
+from metaseg_ros.inference.mask_crops import (
+    SUPPORT_MARGIN,
+    candidate_mask,
+    frame_map,
+    sigmoid,
+    single_threaded_blas,
+    tight_box,
+)
 from metaseg_ros.inference.preprocess import Letterbox, masks_to_frame
 from metaseg_ros.inference.settings import PostprocessSettings
 from metaseg_ros.results import BoundingBox, Detection, FrameDetections
@@ -213,12 +220,12 @@ def _resolve_overlaps(masks: torch.Tensor, inside_probability: torch.Tensor,
 @dataclass(frozen=True, eq=False)
 class _Crop:
     """One candidate on the frame: its mask's tight box (y0, y1, x0, x1), the mask and the
-    mask probability (0 outside the mask) within that box (NumPy), its area and score."""
+    frame logits within that box (NumPy), its area and score."""
 
     query: int
     box: tuple[int, int, int, int]
     mask: np.ndarray
-    probability: np.ndarray
+    logits: np.ndarray
     area: int
     score: float
 
@@ -240,8 +247,9 @@ def _select_in_boxes(class_logits: torch.Tensor, mask_logits: torch.Tensor,
     order = order[class_score[order] >= settings.score_threshold]
     order = order[: settings.max_instances * CANDIDATES_PER_INSTANCE].tolist()
     threshold = math.log(settings.mask_threshold / (1.0 - settings.mask_threshold))
-    crops = _score_crops(order, class_score.tolist(), mask_logits.float().numpy(), letterbox,
-                         threshold, settings)
+    with single_threaded_blas():
+        crops = _score_crops(order, class_score.tolist(), mask_logits.float().numpy(),
+                             letterbox, threshold, settings)
     kept = sorted((c for c in crops if c.score >= settings.score_threshold and c.area > 0),
                   key=lambda c: -c.score)[: settings.max_instances]
     masks = [c.mask for c in kept]
@@ -299,7 +307,7 @@ def _score_crops(order: list[int], class_score: list[float], mask_logits: np.nda
         if found is None:
             continue
         score = class_score[query] * found.probability_sum / (found.area + 1e-6)
-        crops.append(_Crop(query, found.box, found.mask, found.probability, found.area, score))
+        crops.append(_Crop(query, found.box, found.mask, found.logits, found.area, score))
         if score >= settings.score_threshold:
             best = sorted([*best, score], reverse=True)
     return crops
@@ -317,13 +325,6 @@ def _resolve_overlaps_in_boxes(kept: list[_Crop]) -> list[np.ndarray]:
     higher (or equal, for an earlier instance).
     """
     resolved = [c.mask.copy() for c in kept]
-    claims: dict[int, np.ndarray] = {}  # score x probability over a crop, made when needed
-
-    def claim(index: int) -> np.ndarray:
-        if index not in claims:
-            claims[index] = kept[index].probability * np.float32(kept[index].score)
-        return claims[index]
-
     for i, mine in enumerate(kept):
         y0, y1, x0, x1 = mine.box
         for j, other in enumerate(kept):
@@ -336,7 +337,10 @@ def _resolve_overlaps_in_boxes(kept: list[_Crop]) -> list[np.ndarray]:
             shared = mine.mask[here] & other.mask[there]
             if not shared.any():
                 continue
-            rival, own = claim(j)[there], claim(i)[here]
-            shared &= (rival >= own) if j < i else (rival > own)
+            # score x probability, only on the shared pixels
+            rival = sigmoid(other.logits[there][shared]) * np.float32(other.score)
+            own = sigmoid(mine.logits[here][shared]) * np.float32(mine.score)
+            loses = (rival >= own) if j < i else (rival > own)
+            shared[shared] = loses
             resolved[i][here] &= ~shared
     return resolved
