@@ -35,7 +35,9 @@ from metaseg_ros.inference.preprocess import Letterbox
 # A cell counts as possibly inside when its logit is within this of the threshold, so that
 # rounding in the combined weights cannot lose a pixel at the mask's edge.
 SUPPORT_MARGIN = 1e-4
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+# 8-connected within each map of a (K, h, w) stack, never across maps.
+EIGHT_CONNECTED_PER_MAP = np.zeros((3, 3, 3), dtype=bool)
+EIGHT_CONNECTED_PER_MAP[1] = True
 # Boxes whose union costs fewer extra pixels than this are computed as one: each box costs
 # about as much fixed work (calls) as this many pixels.
 MERGE_SLACK = 16384
@@ -106,17 +108,23 @@ class FrameMap:
         from (h, w) low-res logits: one per 8-connected group of cells within
         SUPPORT_MARGIN of it (a frame pixel reads only cells next to each other), boxes that
         overlap merged; [] when none can."""
+        return _merge_overlapping(self.group_boxes(logits[None], threshold)[0])
+
+    def group_boxes(self, logits: np.ndarray, threshold: float) -> list[list[Box]]:
+        """For each of (K, h, w) low-res logits, the frame box of each 8-connected group of
+        cells that can exceed `threshold`, not merged yet (support_boxes merges them); one
+        labelling for all K maps (its fixed cost is most of the work on 64x64 maps)."""
         possible = logits > threshold - SUPPORT_MARGIN
+        boxes: list[list[Box]] = [[] for _ in range(len(logits))]
         if not possible.any():
-            return []
-        labels, _ = ndimage.label(possible, structure=EIGHT_CONNECTED)
-        boxes = []
-        for rows, cols in ndimage.find_objects(labels):
+            return boxes
+        labels, _ = ndimage.label(possible, structure=EIGHT_CONNECTED_PER_MAP)
+        for maps, rows, cols in ndimage.find_objects(labels):
             span_y = self.rows.output_span(rows.start, rows.stop)
             span_x = self.cols.output_span(cols.start, cols.stop)
             if span_y is not None and span_x is not None:  # not only padding cells
-                boxes.append((*span_y, *span_x))
-        return _merge_overlapping(boxes)
+                boxes[maps.start].append((*span_y, *span_x))
+        return boxes
 
     def crop(self, logits: np.ndarray, box: Box) -> np.ndarray:
         """Frame logits (float32) inside `box` from (h, w) low-res logits, reading only the
@@ -181,53 +189,53 @@ def _area(box: Box) -> int:
 @dataclass(frozen=True, eq=False)
 class CandidateMask:
     """One candidate's mask on the frame, within its tight box (y0, y1, x0, x1): the mask,
-    the frame logits there, the area and the sum of the mask probability over the mask."""
+    the mask probability there (what it is outside the mask is unspecified), the area and
+    the sum of the probability over the mask."""
 
     box: Box
     mask: np.ndarray
-    logits: np.ndarray
+    probability: np.ndarray
     area: int
     probability_sum: float
 
-    def probability(self) -> np.ndarray:
-        """The mask probability within the box, 0 outside the mask."""
-        return np.where(self.mask, sigmoid(self.logits), np.float32(0.0))
 
-
-def candidate_mask(frame: FrameMap, logits: np.ndarray, threshold: float
-                   ) -> CandidateMask | None:
+def candidate_mask(frame: FrameMap, logits: np.ndarray, threshold: float,
+                   groups: list[Box] | None = None) -> CandidateMask | None:
     """The frame mask (logit > threshold) of one candidate's (h, w) low-res logits, computed
-    only inside its support boxes; None when it is empty."""
+    only inside its support boxes; None when it is empty. groups: its unmerged group boxes
+    (FrameMap.group_boxes) when already found."""
+    if groups is None:
+        groups = frame.group_boxes(logits[None], threshold)[0]
     parts = []
-    for box in frame.support_boxes(logits, threshold):
+    for box in _merge_overlapping(groups):
         part_logits = frame.crop(logits, box)
         mask = part_logits > threshold
         area = int(np.count_nonzero(mask))
         if area:
-            # The probability summed over the mask: a dot product with it (a gather of the
-            # mask's pixels costs ~4x more).
-            inside = float(np.dot(sigmoid(part_logits).ravel(), mask.ravel().astype(np.float32)))
-            parts.append((box, mask, part_logits, area, inside))
+            probability = sigmoid(part_logits)
+            # Summed over the mask as a dot product with it (a gather costs ~4x more).
+            inside = float(np.dot(probability.ravel(), mask.ravel().astype(np.float32)))
+            parts.append((box, mask, probability, area, inside))
     if not parts:
         return None
     area = sum(part[3] for part in parts)
     total = sum(part[4] for part in parts)
     if len(parts) == 1:
-        box, mask, frame_logits, _, _ = parts[0]
-    else:  # one array over the parts' union (below the threshold between them)
+        box, mask, probability, _, _ = parts[0]
+    else:  # one array over the parts' union (zeros between them)
         box = (min(p[0][0] for p in parts), max(p[0][1] for p in parts),
                min(p[0][2] for p in parts), max(p[0][3] for p in parts))
         mask = np.zeros((box[1] - box[0], box[3] - box[2]), dtype=bool)
-        frame_logits = np.full(mask.shape, -np.inf, dtype=np.float32)
-        for (y0, y1, x0, x1), part_mask, part_logits, _, _ in parts:
+        probability = np.zeros(mask.shape, dtype=np.float32)
+        for (y0, y1, x0, x1), part_mask, part_probability, _, _ in parts:
             where = np.s_[y0 - box[0]: y1 - box[0], x0 - box[2]: x1 - box[2]]
             mask[where] = part_mask
-            frame_logits[where] = part_logits
+            probability[where] = part_probability
     tight = tight_box(mask)
     assert tight is not None  # every part holds a mask pixel
     top, bottom, left, right = tight
     return CandidateMask((box[0] + top, box[0] + bottom, box[2] + left, box[2] + right),
-                         mask[top:bottom, left:right], frame_logits[top:bottom, left:right],
+                         mask[top:bottom, left:right], probability[top:bottom, left:right],
                          area, total)
 
 

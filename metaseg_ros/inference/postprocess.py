@@ -23,7 +23,6 @@ from metaseg_ros.inference.mask_crops import (
     SUPPORT_MARGIN,
     candidate_mask,
     frame_map,
-    sigmoid,
     single_threaded_blas,
     tight_box,
 )
@@ -220,12 +219,12 @@ def _resolve_overlaps(masks: torch.Tensor, inside_probability: torch.Tensor,
 @dataclass(frozen=True, eq=False)
 class _Crop:
     """One candidate on the frame: its mask's tight box (y0, y1, x0, x1), the mask and the
-    frame logits within that box (NumPy), its area and score."""
+    mask probability within that box (NumPy; meaningful on the mask), its area and score."""
 
     query: int
     box: tuple[int, int, int, int]
     mask: np.ndarray
-    logits: np.ndarray
+    probability: np.ndarray
     area: int
     score: float
 
@@ -235,6 +234,12 @@ def _probability(logit: float) -> float:
     if logit >= 0.0:
         return 1.0 / (1.0 + math.exp(-logit))
     return math.exp(logit) / (1.0 + math.exp(logit))
+
+
+def _peak_bound(peak: float) -> float:
+    """An upper bound of every frame logit from the largest low-res one, with room for the
+    rounding of the combined weights."""
+    return peak + SUPPORT_MARGIN * (1.0 + abs(peak))
 
 
 def _select_in_boxes(class_logits: torch.Tensor, mask_logits: torch.Tensor,
@@ -292,22 +297,20 @@ def _score_crops(order: list[int], class_score: list[float], mask_logits: np.nda
     kept and its mask is not computed.
     """
     frame = frame_map(letterbox, mask_logits.shape[-2], mask_logits.shape[-1])
+    reachable = [query for query in order if class_score[query] * _probability(
+        _peak_bound(float(mask_logits[query].max()))) >= settings.score_threshold]
+    groups = frame.group_boxes(mask_logits[reachable], threshold) if reachable else []
     crops: list[_Crop] = []
     best: list[float] = []
-    for query in order:
+    for query, query_groups in zip(reachable, groups, strict=True):
         if len(best) >= settings.max_instances \
                 and class_score[query] < best[settings.max_instances - 1]:
             break
-        low = mask_logits[query]
-        peak = float(low.max())
-        if class_score[query] * _probability(peak + SUPPORT_MARGIN * (1.0 + abs(peak))) \
-                < settings.score_threshold:
-            continue
-        found = candidate_mask(frame, low, threshold)
+        found = candidate_mask(frame, mask_logits[query], threshold, query_groups)
         if found is None:
             continue
         score = class_score[query] * found.probability_sum / (found.area + 1e-6)
-        crops.append(_Crop(query, found.box, found.mask, found.logits, found.area, score))
+        crops.append(_Crop(query, found.box, found.mask, found.probability, found.area, score))
         if score >= settings.score_threshold:
             best = sorted([*best, score], reverse=True)
     return crops
@@ -337,10 +340,9 @@ def _resolve_overlaps_in_boxes(kept: list[_Crop]) -> list[np.ndarray]:
             shared = mine.mask[here] & other.mask[there]
             if not shared.any():
                 continue
-            # score x probability, only on the shared pixels
-            rival = sigmoid(other.logits[there][shared]) * np.float32(other.score)
-            own = sigmoid(mine.logits[here][shared]) * np.float32(mine.score)
-            loses = (rival >= own) if j < i else (rival > own)
-            shared[shared] = loses
+            # score x probability, on the two boxes' common window only
+            rival = other.probability[there] * np.float32(other.score)
+            own = mine.probability[here] * np.float32(mine.score)
+            shared &= (rival >= own) if j < i else (rival > own)
             resolved[i][here] &= ~shared
     return resolved
