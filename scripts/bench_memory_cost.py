@@ -9,8 +9,8 @@ is timed in two variants, interleaved frame by frame so that load changes hit bo
   the new frame's features projected and written into the ring);
 - off: the same network with the memory path removed (no reader, every memory attention
   the identity, no pixel read, nothing projected or written).
-With --pixel-read each config is measured a second time with memory.pixel_read on (the pixel
-features read the stored ones; stored maps at stride 32).
+With --pixel-read [STRIDE ...] each config is measured again with memory.pixel_read on (the
+pixel features read the stored ones; stored maps at each stride given, default 32).
 Printed: median ms per frame on and off, their difference and its share of the "on" step,
 the time inside the memory modules measured by hooks during the "on" frames (reader,
 memory attention, write projection + ring write), and the ring's size in bytes (float32,
@@ -90,11 +90,12 @@ class ModuleTimer:
 
 
 def measure(name: str, size: tuple[int, int] | None, frames: int, warmup: int,
-            pixel_read: bool = False) -> None:
-    """Time one config on vs off and print a markdown row."""
+            pixel_read_stride: int | None = None) -> None:
+    """Time one config on vs off and print a markdown row; pixel_read_stride: with the
+    pixel read, the stored maps at this stride."""
     overrides: dict = {} if size is None else {"image_size": size}
-    if pixel_read:
-        overrides["memory"] = {"pixel_read": True, "pool_stride": 32}
+    if pixel_read_stride is not None:
+        overrides["memory"] = {"pixel_read": True, "pool_stride": pixel_read_stride}
     model = MetaSegmenter(get_config(name, **overrides)).eval()
     height, width = model.config.image_size
     images = torch.rand(1, 3, height, width) * 255
@@ -119,7 +120,8 @@ def measure(name: str, size: tuple[int, int] | None, frames: int, warmup: int,
     on_ms = 1000 * statistics.median(on_times)
     off_ms = 1000 * statistics.median(off_times)
     inside_ms = 1000 * statistics.median(inside)
-    label = f"{name} + pixel read" if pixel_read else name
+    label = name if pixel_read_stride is None else \
+        f"{name} + pixel read (stride {pixel_read_stride})"
     print(f"| {label} | {width}x{height} | {model.config.memory_frames} | {on_ms:.1f} | "
           f"{off_ms:.1f} | {on_ms - off_ms:+.1f} ({(on_ms - off_ms) / on_ms:+.1%}) | "
           f"{inside_ms:.1f} ({inside_ms / on_ms:.1%}) | {ring_bytes(memory)} |", flush=True)
@@ -136,9 +138,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--pixel-read", action="store_true",
-                        help="also each config with memory.pixel_read (stored maps at stride "
-                             "32, as tiny_synthetic_cpu_memory_pixels.yaml)")
+    parser.add_argument("--pixel-read", type=int, nargs="*", metavar="STRIDE",
+                        help="also each config with memory.pixel_read, the stored maps at each "
+                             "STRIDE given (default 32, as tiny_synthetic_cpu_memory_pixels.yaml;"
+                             " 16 as tiny_synthetic_cpu_memory_fine.yaml)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -151,8 +154,8 @@ def main() -> None:
         size = tuple(args.tiny_size) if name == "tiny" else (
             tuple(args.size) if args.size else None)
         measure(name, size, args.frames, args.warmup)
-        if args.pixel_read:
-            measure(name, size, args.frames, args.warmup, pixel_read=True)
+        for stride in ([32] if args.pixel_read == [] else args.pixel_read or []):
+            measure(name, size, args.frames, args.warmup, pixel_read_stride=stride)
 
 
 if __name__ == "__main__":
