@@ -158,3 +158,20 @@ def test_groups_of_a_stack_are_those_of_each_map_alone():
     alone = [mapping.group_boxes(one[None], 0.0)[0] for one in stack]
     assert together == alone
     assert [len(groups) > 0 for groups in together] == [True, True, False, True]
+
+
+def test_blas_runs_on_one_thread_inside_the_post_processing_block():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from metaseg_ros.inference.mask_crops import single_threaded_blas
+
+    np.ones((2, 2)) @ np.ones((2, 2))  # NumPy's BLAS is loaded
+    before = {p["filepath"]: p["num_threads"] for p in threadpoolctl.threadpool_info()
+              if p["user_api"] == "blas"}
+    assert before
+    with single_threaded_blas():
+        inside = [p["num_threads"] for p in threadpoolctl.threadpool_info()
+                  if p["user_api"] == "blas"]
+    after = {p["filepath"]: p["num_threads"] for p in threadpoolctl.threadpool_info()
+             if p["user_api"] == "blas"}
+    assert inside and all(n == 1 for n in inside)
+    assert after == before  # restored on leaving
