@@ -330,19 +330,21 @@ def _resolve_overlaps_in_boxes(kept: list[_Crop]) -> list[np.ndarray]:
     resolved = [c.mask.copy() for c in kept]
     for i, mine in enumerate(kept):
         y0, y1, x0, x1 = mine.box
-        for j, other in enumerate(kept):
+        for j in range(i + 1, len(kept)):
+            other = kept[j]
             oy0, oy1, ox0, ox1 = other.box
             top, bottom, left, right = max(y0, oy0), min(y1, oy1), max(x0, ox0), min(x1, ox1)
-            if j == i or top >= bottom or left >= right:
+            if top >= bottom or left >= right:
                 continue
             here, there = np.s_[top - y0: bottom - y0, left - x0: right - x0], \
                 np.s_[top - oy0: bottom - oy0, left - ox0: right - ox0]
             shared = mine.mask[here] & other.mask[there]
             if not shared.any():
                 continue
-            # score x probability, on the two boxes' common window only
-            rival = other.probability[there] * np.float32(other.score)
-            own = mine.probability[here] * np.float32(mine.score)
-            shared &= (rival >= own) if j < i else (rival > own)
-            resolved[i][here] &= ~shared
+            # score x probability on the two boxes' common window; each pair once: the
+            # earlier instance (i) keeps a shared pixel on ties
+            first_wins = mine.probability[here] * np.float32(mine.score) \
+                >= other.probability[there] * np.float32(other.score)
+            resolved[i][here] &= ~(shared & ~first_wins)
+            resolved[j][there] &= ~(shared & first_wins)
     return resolved
