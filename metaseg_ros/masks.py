@@ -34,16 +34,15 @@ def encode_rle(mask: np.ndarray, bbox: BoundingBox | None = None) -> np.ndarray:
     box = np.asarray(mask[top:bottom, first_column:end_column], dtype=bool)
     if box.size == 0:
         return np.array([total], dtype=np.uint32)
-    # The box's columns (transposed: column-major order), each with one background pixel
-    # before and after it; the pixels between the box's columns are background, so the run
-    # boundaries are where this sequence changes, each mapped back to its pixel index.
+    # The box with one background row above and below it; the pixels between the box's
+    # columns are background, so the run boundaries are where a column changes from one
+    # row to the next, at the pixel index of the change's lower pixel. Found row-major (no
+    # transposing copy) and sorted into column-major order (there are few).
     box_height = bottom - top
-    columns = np.zeros((box.shape[1], box_height + 2), dtype=bool)
-    columns[:, 1:-1] = box.T
-    sequence = columns.ravel()
-    changes = np.flatnonzero(sequence[1:] != sequence[:-1]) + 1
-    column, offset = np.divmod(changes, box_height + 2)
-    boundaries = (first_column + column) * height + top + offset - 1
+    padded = np.zeros((box_height + 2, box.shape[1]), dtype=bool)
+    padded[1:-1] = box
+    rows, columns = np.divmod(np.flatnonzero(padded[1:] != padded[:-1]), box.shape[1])
+    boundaries = np.sort((first_column + columns) * height + top + rows)
     # An object touching the bottom of one column and the top of the next (a box of whole
     # columns) ends and starts at the same pixel: the run goes on, both boundaries drop.
     same = boundaries[1:] == boundaries[:-1]
