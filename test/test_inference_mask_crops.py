@@ -175,3 +175,16 @@ def test_blas_runs_on_one_thread_inside_the_post_processing_block():
              if p["user_api"] == "blas"}
     assert inside and all(n == 1 for n in inside)
     assert after == before  # restored on leaving
+
+
+def test_sigmoid_equals_pytorchs_without_overflow():
+    from metaseg_ros.inference.mask_crops import sigmoid
+
+    logits = np.concatenate([np.linspace(-30.0, 30.0, 10001, dtype=np.float32),
+                             np.array([-1e30, 1e30, -np.inf, np.inf], dtype=np.float32)])
+    with np.errstate(all="raise"):
+        got = sigmoid(logits)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, torch.sigmoid(torch.from_numpy(logits)).numpy(), rtol=0,
+                               atol=1e-6)
+    assert got[-4] == 0.0 and got[-3] == 1.0 and got[-2] == 0.0 and got[-1] == 1.0
