@@ -343,8 +343,10 @@ def _resolve_overlaps_in_boxes(kept: list[_Crop]) -> list[np.ndarray]:
                 continue
             # score x probability on the two boxes' common window; each pair once: the
             # earlier instance (i) keeps a shared pixel on ties
-            first_wins = mine.probability[here] * np.float32(mine.score) \
-                >= other.probability[there] * np.float32(other.score)
-            resolved[i][here] &= ~(shared & ~first_wins)
-            resolved[j][there] &= ~(shared & first_wins)
+            first_loses = mine.probability[here] * np.float32(mine.score) \
+                < other.probability[there] * np.float32(other.score)
+            first_loses &= shared
+            resolved[i][here] &= ~first_loses
+            shared ^= first_loses  # the shared pixels the earlier instance keeps
+            resolved[j][there] &= ~shared
     return resolved
