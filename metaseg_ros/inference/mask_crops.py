@@ -154,22 +154,32 @@ def _merge_overlapping(boxes: list[Box]) -> list[Box]:
     merged = list(boxes)
     i = 0  # no pair (a, b) with a < i joins
     while i < len(merged):
-        j = next((j for j in range(i + 1, len(merged)) if _joined(merged[i], merged[j])), None)
-        if j is None:
+        j, union = _first_join(merged, i, range(i + 1, len(merged)))
+        if union is None:
             i += 1
             continue
-        merged[i] = _joined(merged[i], merged[j])
+        merged[i] = union
         del merged[j]
         # Box i grew: the first joining pair is now (a, i) for the smallest such a < i,
         # and so on down; then the pairs of the last grown box with every later one.
         while True:
-            a = next((a for a in range(i) if _joined(merged[a], merged[i])), None)
-            if a is None:
+            a, union = _first_join(merged, i, range(i))
+            if union is None:
                 break
-            merged[a] = _joined(merged[a], merged[i])
+            merged[a] = union
             del merged[i]
             i = a
     return merged
+
+
+def _first_join(boxes: list[Box], index: int, others: range) -> tuple[int, Box | None]:
+    """The first of `others` whose box joins boxes[index], and their union; (-1, None) if
+    none does."""
+    for other in others:
+        union = _joined(boxes[index], boxes[other])
+        if union is not None:
+            return other, union
+    return -1, None
 
 
 def _joined(a: Box, b: Box) -> Box | None:
