@@ -25,11 +25,9 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from metaseg_ros.data.degradations import DEGRADED_PRESET, DegradationConfig
-from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
 from metaseg_ros.eval.evaluate import ground_truth_frames
 from metaseg_ros.eval.frames import FrameObjects
-from metaseg_ros.eval.memory_ab import Run, split_scores
+from metaseg_ros.eval.memory_ab import Run, held_out_split, split_scores
 from metaseg_ros.inference.runners.eager import EagerRunner
 from metaseg_ros.inference.segmenter import StreamingSegmenter
 from metaseg_ros.model.checkpoint import load_checkpoint
@@ -99,14 +97,11 @@ def main() -> None:
     model = load_checkpoint(args.checkpoint).eval()
     segmenter = PinningSegmenter(EagerRunner(model))
     first = {"clean": args.clean_first_video, "degraded": args.degraded_first_video}
-    degradations = {"clean": DegradationConfig(), "degraded": DEGRADED_PRESET}
     started = time.perf_counter()
     rows = []
     for split in args.splits:
-        source = SyntheticVideoSource(args.videos, SyntheticConfig(
-            image_size=tuple(model.config.image_size), num_frames=args.frames,
-            class_names=tuple(model.class_names), degradations=degradations[split]),
-            seed=0, first_video=first[split])
+        source = held_out_split(split, model.config.image_size, model.class_names,
+                                args.videos, args.frames, first[split])
         runs = {"memory": Run(), "memory + identity prior": Run()}
         pins = 0
         for index in range(min(args.videos, len(source))):

@@ -27,9 +27,13 @@ from dataclasses import asdict
 
 import torch
 
-from metaseg_ros.data.degradations import DEGRADED_PRESET, DegradationConfig
-from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
-from metaseg_ros.eval.memory_ab import MemorylessSegmenter, SplitScores, run_videos, split_scores
+from metaseg_ros.eval.memory_ab import (
+    MemorylessSegmenter,
+    SplitScores,
+    held_out_split,
+    run_videos,
+    split_scores,
+)
 from metaseg_ros.inference.runners.eager import EagerRunner
 from metaseg_ros.inference.segmenter import StreamingSegmenter
 from metaseg_ros.inference.settings import PostprocessSettings
@@ -62,7 +66,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     first = {"clean": args.clean_first_video, "degraded": args.degraded_first_video}
-    degradations = {"clean": DegradationConfig(), "degraded": DEGRADED_PRESET}
     results: dict[tuple[str, str, str], SplitScores] = {}
     started = time.perf_counter()
     for checkpoint in args.checkpoints:
@@ -71,9 +74,8 @@ def main() -> None:
         segmenter = StreamingSegmenter(EagerRunner(model), PostprocessSettings())
         modes = {"on": segmenter, "off": MemorylessSegmenter(segmenter, cache=True)}
         for split in args.splits:
-            source = SyntheticVideoSource(args.videos, SyntheticConfig(
-                image_size=size, num_frames=args.frames, class_names=tuple(model.class_names),
-                degradations=degradations[split]), seed=args.seed, first_video=first[split])
+            source = held_out_split(split, size, model.class_names, args.videos, args.frames,
+                                    first[split], args.seed)
             runs = run_videos(modes, source, args.videos)
             for mode, run in runs.items():
                 results[checkpoint, split, mode] = split_scores(run, len(model.class_names))

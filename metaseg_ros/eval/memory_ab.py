@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from metaseg_ros.data.degradations import DEGRADED_PRESET, DegradationConfig
+from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
 from metaseg_ros.data.types import VideoSource
 from metaseg_ros.eval.davis import JAndF, davis_j_and_f
 from metaseg_ros.eval.evaluate import ground_truth_frames
@@ -25,6 +27,18 @@ from metaseg_ros.eval.subsets import j_and_f_on_frames, video_ap_on_frames
 from metaseg_ros.inference.pipeline import PerceptionPipeline
 from metaseg_ros.results import FrameDetections, Segmenter
 from metaseg_ros.tracking import Tracker, TrackerConfig
+
+SPLIT_DEGRADATIONS = {"clean": DegradationConfig(), "degraded": DEGRADED_PRESET}
+
+
+def held_out_split(split: str, image_size: tuple[int, int], class_names: Sequence[str],
+                   videos: int, frames: int, first_video: int, seed: int = 0
+                   ) -> SyntheticVideoSource:
+    """The synthetic videos of one A/B split ("clean": no degradation; "degraded":
+    DEGRADED_PRESET) at a model's input size and classes."""
+    return SyntheticVideoSource(videos, SyntheticConfig(
+        image_size=tuple(image_size), num_frames=frames, class_names=tuple(class_names),
+        degradations=SPLIT_DEGRADATIONS[split]), seed=seed, first_video=first_video)
 
 
 class MemorylessSegmenter:

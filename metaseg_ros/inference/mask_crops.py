@@ -128,9 +128,8 @@ class FrameMap:
 
     def crop(self, logits: np.ndarray, box: Box) -> np.ndarray:
         """Frame logits (float32) inside `box` from (h, w) low-res logits, reading only the
-        cells the box needs: two small matrix products in NumPy (one thread for these sizes;
-        PyTorch's thread pool costs more than it saves here, and much more when the cores
-        are busy)."""
+        cells the box needs: two small matrix products in NumPy (post-processing runs them
+        inside single_threaded_blas(): threads cost more than they save at these sizes)."""
         y0, y1, x0, x1 = box
         r0, r1 = int(self.rows.first_input[y0]), int(self.rows.last_input[y1 - 1]) + 1
         c0, c1 = int(self.cols.first_input[x0]), int(self.cols.last_input[x1 - 1]) + 1
