@@ -13,8 +13,21 @@ import onnx
 import pytest
 import torch
 
+from metaseg_ros.cli.export import (
+    INT8_CANDIDATES,
+    INT8_MAX_SCORE_GAP,
+    INT8_MIN_MEDIAN_IOU,
+    panning_frames,
+)
+from metaseg_ros.cli.export import main as export_main
 from metaseg_ros.inference.artifacts import ExportSettings, artifact_fingerprint
-from metaseg_ros.inference.builder import auto_candidates, create_runner, create_segmenter
+from metaseg_ros.inference.builder import (
+    auto_candidates,
+    create_runner,
+    create_segmenter,
+    runner_from_artifact,
+)
+from metaseg_ros.inference.export import compare_detections, write_onnx_artifact
 from metaseg_ros.inference.runner import RunnerOptions
 from metaseg_ros.inference.runners.eager import EagerRunner
 from metaseg_ros.inference.runners.onnxruntime import OnnxRuntimeRunner
@@ -124,3 +137,52 @@ def test_node_settings_with_int8_run_onnxruntime(runners, cache, tmp_path, monke
     assert info.precision == "int8" and info.backend == "onnxruntime"
     assert f"using cached onnx artifact {runners['int8'].path}" in logs
     assert segmenter.step(frames(1)[0]).height == 300
+
+
+def test_metaseg_export_writes_a_checked_int8_file_the_node_runs_as_int8(tmp_path, capsys):
+    checkpoint, _ = save_checkpoint(small_model(), tmp_path / "small")
+    status = export_main([str(checkpoint), "--onnx-precision", "int8", "--frames", "3",
+                          "--output-dir", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    path = tmp_path / "out" / "small-128x128-int8.onnx"
+    assert f"wrote {path}" in printed and "int8)" in printed
+    assert "int8 detections against eager:" in printed and printed.rstrip().endswith("passed")
+    operators = Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+    assert operators["MatMulInteger"] >= 20 and operators["ConvInteger"] == 0
+
+    # The node runs it as it is: described as int8 under the default precision, refused
+    # where another precision is asked for; a float32 file is refused for int8.
+    logs: list[str] = []
+    segmenter, info = create_segmenter(PipelineSettings(ModelSettings(checkpoint=str(path))),
+                                       log=logs.append)
+    assert info.precision == "int8" and "onnxruntime (auto) int8/cpu" in info.description
+    assert segmenter.step(frames(1)[0]).height == 300
+    with pytest.raises(ValueError, match="holds the step at precision int8, not float16"):
+        runner_from_artifact(path, "onnxruntime", "cpu", RunnerOptions(precision="float16"))
+    float_path = write_onnx_artifact(small_model(), tmp_path / "small-float.onnx")
+    with pytest.raises(ValueError, match=r"precision float32, not int8 .*--onnx-precision int8"):
+        runner_from_artifact(float_path, "onnxruntime", "cpu", RunnerOptions(precision="int8"))
+
+
+def test_the_detection_check_fails_for_a_perturbed_model_and_passes_for_the_same():
+    images, letterbox = panning_frames(small_model(), 3)
+    same = compare_detections(EagerRunner(small_model()), EagerRunner(small_model()), images,
+                              letterbox, INT8_CANDIDATES)
+    assert same.matched >= 20 and same.unmatched == 0
+    assert same.median_iou == 1.0 and same.score_gap_p90 == 0.0
+    assert same.passes(INT8_MIN_MEDIAN_IOU, INT8_MAX_SCORE_GAP)
+    # Every weight matrix perturbed by 3x its spread (seeded): median IoU ~0.74, score gaps
+    # ~0.34. (A random model with another seed would pass: untrained masks cover most of
+    # the frame, so the check means something for trained weights only.)
+    perturbed = small_model()
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for parameter in perturbed.parameters():
+            if parameter.ndim == 2:
+                parameter.add_(torch.randn(parameter.shape, generator=generator)
+                               * parameter.std() * 3.0)
+    different = compare_detections(EagerRunner(small_model()), EagerRunner(perturbed), images,
+                                   letterbox, INT8_CANDIDATES)
+    assert different.median_iou < 0.85 and different.score_gap_p90 > 0.1
+    assert not different.passes(INT8_MIN_MEDIAN_IOU, INT8_MAX_SCORE_GAP)

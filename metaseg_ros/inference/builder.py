@@ -6,6 +6,7 @@ The node, replay, evaluation and the demo all build their pipeline here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -104,6 +105,9 @@ def create_segmenter(settings: PipelineSettings, log: Log = print,
         runner = runner_from_artifact(checkpoint, model_settings.backend, model_settings.device,
                                       options)
         backend, source = artifact_backend(checkpoint), f"export {checkpoint}"
+        # Described at the precision the artifact holds (float32 accepts any).
+        model_settings = dataclasses.replace(
+            model_settings, precision=artifact_precision(runner) or model_settings.precision)
     else:
         if checkpoint is not None:
             model, source = load_checkpoint(checkpoint), f"checkpoint {checkpoint}"
@@ -297,6 +301,13 @@ def artifact_backend(path: str | Path) -> str:
                      f"{ENGINE_SUFFIX})")
 
 
+def artifact_precision(runner: ModelRunner) -> str | None:
+    """The precision an artifact's runner was exported at (None when it does not say)."""
+    description = getattr(runner, "description", None)
+    settings = getattr(description, "settings", None)
+    return getattr(settings, "precision", None) or getattr(description, "precision", None)
+
+
 def is_artifact_path(path: str | Path) -> bool:
     """Whether a path names an exported artifact (.onnx, .pt2, .ep) or a TensorRT engine
     (.engine) rather than a checkpoint."""
@@ -312,7 +323,12 @@ def runner_from_artifact(path: str | Path, backend: str, device: str,
     if backend != needed:
         raise ValueError(f"{path} runs on backend '{needed}', not '{backend}'")
     if backend == "onnxruntime":
-        return OnnxRuntimeRunner(path, device, options.num_threads, options.spin_wait)
+        runner = OnnxRuntimeRunner(path, device, options.num_threads, options.spin_wait)
+        held, asked = runner.description.settings.precision, options.precision
+        if asked not in ("float32", held):  # float32 (the default) accepts any
+            raise ValueError(f"{path} holds the step at precision {held}, not {asked} (write "
+                             f"one with metaseg-export --onnx-precision {asked})")
+        return runner
     if backend == "exported":
         return ExportedProgramRunner(path, device)
     if backend == "tensorrt_engine":  # float32 (the default) accepts an engine of any precision

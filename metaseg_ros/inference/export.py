@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import torch
 
 from metaseg_ros.inference.artifacts import (
@@ -28,8 +29,11 @@ from metaseg_ros.inference.artifacts import (
     default_cache_dir,
     sidecar_path,
 )
+from metaseg_ros.inference.postprocess import select_instances
+from metaseg_ros.inference.preprocess import Letterbox
 from metaseg_ros.inference.quantize import quantize_onnx
 from metaseg_ros.inference.runners.tensorrt import import_torch_tensorrt
+from metaseg_ros.inference.settings import PostprocessSettings
 from metaseg_ros.model.export import example_inputs, export_onnx, export_program
 from metaseg_ros.model.layers import set_deformable_sampling
 from metaseg_ros.model.metasegmenter import MetaSegmenter
@@ -234,3 +238,52 @@ def compare_step_outputs(reference: Callable, candidate: Callable, reference_mem
         iou = 1.0 if union == 0 else (a_masks & b_masks).sum().item() / union
         results.append(FrameParity(index, errors, iou))
     return results
+
+
+@dataclass(frozen=True)
+class DetectionParity:
+    """Detections of a backend compared with eager PyTorch's, matched by query slot (the
+    check for int8, whose raw outputs differ by design).
+
+    matched / unmatched: detections found by both / by one of the two only;
+    median_iou: median mask IoU of the matched pairs (1.0 when none);
+    score_gap_p90: 90th percentile of their score differences (0.0 when none).
+    """
+
+    matched: int
+    unmatched: int
+    median_iou: float
+    score_gap_p90: float
+
+    def passes(self, min_iou: float, max_score_gap: float) -> bool:
+        """Some detections matched, their masks and scores within the limits."""
+        return self.matched > 0 and self.median_iou >= min_iou \
+            and self.score_gap_p90 <= max_score_gap
+
+
+def compare_detections(reference: Callable, candidate: Callable, frames: list[torch.Tensor],
+                       letterbox: Letterbox, settings: PostprocessSettings) -> DetectionParity:
+    """Run both runners over the letterboxed frames (each with its own memory fed back),
+    select instances from each with `settings`, and compare them query slot by slot."""
+    memories = [reference.initial_memory(), candidate.initial_memory()]
+    ious: list[float] = []
+    gaps: list[float] = []
+    unmatched = 0
+    for frame in frames:
+        found = []
+        for index, runner in enumerate((reference, candidate)):
+            output = runner(frame, memories[index])
+            memories[index] = output.memory
+            selected = select_instances(output.class_logits[0], output.mask_logits[0],
+                                        output.query_embeddings[0], letterbox, settings)
+            found.append({d.query_index: d for d in selected.detections})
+        expected, got = found
+        unmatched += len(expected.keys() ^ got.keys())
+        for query in expected.keys() & got.keys():
+            a, b = expected[query].mask, got[query].mask
+            union = np.count_nonzero(a | b)
+            ious.append(np.count_nonzero(a & b) / union if union else 1.0)
+            gaps.append(abs(expected[query].score - got[query].score))
+    return DetectionParity(len(ious), unmatched,
+                           float(np.median(ious)) if ious else 1.0,
+                           float(np.percentile(gaps, 90)) if gaps else 0.0)
