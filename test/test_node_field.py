@@ -73,6 +73,12 @@ def value(probe: Probe, namespace: str, key: str) -> str | None:
 
 def send_and_wait(probe: Probe, publisher, msg: Image, topic: str) -> InstanceMaskArray:
     """Publish `msg` and return the InstanceMaskArray answering it (matched by stamp)."""
+    return send_and_wait_for(probe, publisher, msg, topic, FRAME_TIMEOUT)
+
+
+def send_and_wait_for(probe: Probe, publisher, msg: Image, topic: str,
+                      timeout: float) -> InstanceMaskArray:
+    """send_and_wait with its own timeout."""
     stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
     publisher.publish(msg)
     found: list[InstanceMaskArray] = []
@@ -81,8 +87,22 @@ def send_and_wait(probe: Probe, publisher, msg: Image, topic: str) -> InstanceMa
         found[:] = [m for m in probe.messages(topic)
                     if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp]
         return bool(found)
-    probe.wait_for(answered, FRAME_TIMEOUT, f"the answer to stamp {stamp}")
+    probe.wait_for(answered, timeout, f"the answer to stamp {stamp}")
     return found[-1]
+
+
+def send_until_answered(probe: Probe, publisher, msg: Image, topic: str,
+                        every: float = 10.0) -> InstanceMaskArray:
+    """send_and_wait, publishing `msg` again every `every` s until answered: the probe's
+    writer can match the node's reader (get_subscription_count) before the node's reader
+    matches the writer, and a volatile reader drops what arrives before that (the likely
+    cause of a 60 s timeout seen once in a full suite run, two nodes discovering at once)."""
+    for _attempt in range(int(FRAME_TIMEOUT / every) - 1):
+        try:
+            return send_and_wait_for(probe, publisher, msg, topic, every)
+        except AssertionError:
+            continue
+    return send_and_wait_for(probe, publisher, msg, topic, every)
 
 
 # -- lifecycle -----------------------------------------------------------------------------
@@ -312,16 +332,17 @@ def test_two_nodes_in_two_namespaces_keep_their_own_topics_tracks_and_diagnostic
             publishers[ns] = probe.node.create_publisher(Image, f"/{ns}/camera", RELIABLE)
             probe.wait_for(lambda p=publishers[ns]: p.get_subscription_count() > 0, 30,
                            f"the {ns} subscription")
-        left = send_and_wait(probe, publishers["left"], frame(
+        left = send_until_answered(probe, publishers["left"], frame(
             7 * 1_000_000_000, squares={0: (5, 5, 10), 1: (30, 20, 10)}), "/left/instances")
-        right = send_and_wait(probe, publishers["right"], frame(7 * 1_000_000_000),
-                              "/right/instances")
+        right = send_until_answered(probe, publishers["right"], frame(7 * 1_000_000_000),
+                                    "/right/instances")
         assert sorted(i.track_id for i in left.instances) == [1, 2]
         assert [i.track_id for i in right.instances] == [1]  # its own tracker
         assert all(len(m.instances) == 2 for m in probe.messages("/left/instances"))
         for ns in nodes:
-            probe.wait_for(lambda ns=ns: value(probe, ns, "frames_processed") == "1", 10,
-                           f"{ns} diagnostics")
+            # >= 1: a frame sent again (send_until_answered) may be processed twice
+            probe.wait_for(lambda ns=ns: int(value(probe, ns, "frames_processed") or 0) >= 1,
+                           10, f"{ns} diagnostics")
     finally:
         for node in nodes.values():
             assert node.stop() == 0, "\n".join(node.output)
