@@ -27,14 +27,19 @@ import torch
 
 from metaseg_ros.eval.evaluate import ground_truth_frames
 from metaseg_ros.eval.frames import FrameObjects
-from metaseg_ros.eval.memory_ab import Run, held_out_split, split_scores
+from metaseg_ros.eval.memory_ab import (
+    SCORE_HEADER,
+    Run,
+    add_split_arguments,
+    score_cells,
+    split_from_arguments,
+    split_scores,
+)
 from metaseg_ros.inference.runners.eager import EagerRunner
 from metaseg_ros.inference.segmenter import StreamingSegmenter
 from metaseg_ros.model.checkpoint import load_checkpoint
 from metaseg_ros.tracking import Tracker, TrackerConfig
 from metaseg_ros.tracking.track import TrackState
-
-COLUMNS = ("video_ap", "ap50", "j_and_f", "j_and_f_degraded", "idf1", "id_switches")
 
 
 class PinningSegmenter(StreamingSegmenter):
@@ -83,12 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--splits", nargs="+", default=["degraded"],
-                        choices=["clean", "degraded"])
-    parser.add_argument("--videos", type=int, default=40)
-    parser.add_argument("--clean-first-video", type=int, default=100_000)
-    parser.add_argument("--degraded-first-video", type=int, default=200_000)
-    parser.add_argument("--frames", type=int, default=24)
+    add_split_arguments(parser, ["degraded"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write every score here")
     args = parser.parse_args()
@@ -96,12 +96,10 @@ def main() -> None:
 
     model = load_checkpoint(args.checkpoint).eval()
     segmenter = PinningSegmenter(EagerRunner(model))
-    first = {"clean": args.clean_first_video, "degraded": args.degraded_first_video}
     started = time.perf_counter()
     rows = []
     for split in args.splits:
-        source = held_out_split(split, model.config.image_size, model.class_names,
-                                args.videos, args.frames, first[split])
+        source = split_from_arguments(args, split, model.config.image_size, model.class_names)
         runs = {"memory": Run(), "memory + identity prior": Run()}
         pins = 0
         for index in range(min(args.videos, len(source))):
@@ -117,12 +115,10 @@ def main() -> None:
         print(f"{split}: {pins} pins, {time.perf_counter() - started:.0f} s", flush=True)
 
     print(f"\n{args.checkpoint}, {args.videos} videos per split, {args.frames} frames\n")
-    print("| split | variant | video AP | AP50 | J&F | J&F degraded frames | IDF1 | ID switches |")
+    print(f"| split | variant | {SCORE_HEADER} |")
     print("|---|---|---|---|---|---|---|---|")
     for split, name, scores in rows:
-        cells = [f"{getattr(scores, c)}" if isinstance(getattr(scores, c), int)
-                 else f"{getattr(scores, c):.3f}" for c in COLUMNS]
-        print(f"| {split} | {name} | " + " | ".join(cells) + " |")
+        print(f"| {split} | {name} | " + " | ".join(score_cells(scores)) + " |")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"args": vars(args), "scores": [

@@ -28,10 +28,14 @@ from dataclasses import asdict
 import torch
 
 from metaseg_ros.eval.memory_ab import (
+    SCORE_COLUMNS,
+    SCORE_HEADER,
     MemorylessSegmenter,
     SplitScores,
-    held_out_split,
+    add_split_arguments,
     run_videos,
+    score_cells,
+    split_from_arguments,
     split_scores,
 )
 from metaseg_ros.inference.runners.eager import EagerRunner
@@ -39,43 +43,27 @@ from metaseg_ros.inference.segmenter import StreamingSegmenter
 from metaseg_ros.inference.settings import PostprocessSettings
 from metaseg_ros.model.checkpoint import load_checkpoint
 
-COLUMNS = ("video_ap", "ap50", "j_and_f", "j_and_f_degraded", "idf1", "id_switches")
-
-
-def _cell(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    return "-" if math.isnan(value) else f"{value:.3f}"
-
 
 def main() -> None:
     """Run every checkpoint on every split, memory on and off; print markdown tables."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", nargs="+", required=True)
-    parser.add_argument("--splits", nargs="+", default=["clean", "degraded"],
-                        choices=["clean", "degraded"])
-    parser.add_argument("--videos", type=int, default=40)
-    parser.add_argument("--clean-first-video", type=int, default=100_000)
-    parser.add_argument("--degraded-first-video", type=int, default=200_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--frames", type=int, default=24)
+    add_split_arguments(parser, ["clean", "degraded"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write every score here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    first = {"clean": args.clean_first_video, "degraded": args.degraded_first_video}
     results: dict[tuple[str, str, str], SplitScores] = {}
     started = time.perf_counter()
     for checkpoint in args.checkpoints:
         model = load_checkpoint(checkpoint).eval()
-        size = tuple(model.config.image_size)
         segmenter = StreamingSegmenter(EagerRunner(model), PostprocessSettings())
         modes = {"on": segmenter, "off": MemorylessSegmenter(segmenter, cache=True)}
         for split in args.splits:
-            source = held_out_split(split, size, model.class_names, args.videos, args.frames,
-                                    first[split], args.seed)
+            source = split_from_arguments(args, split, model.config.image_size,
+                                          model.class_names)
             runs = run_videos(modes, source, args.videos)
             for mode, run in runs.items():
                 results[checkpoint, split, mode] = split_scores(run, len(model.class_names))
@@ -84,21 +72,19 @@ def main() -> None:
     print(f"\n{args.videos} videos per split (seed {args.seed}; clean: first "
           f"{args.clean_first_video}; degraded: first {args.degraded_first_video}, "
           f"DEGRADED_PRESET), {args.frames} frames; memory off = emptied before every frame\n")
-    print("| checkpoint | split | memory | video AP | AP50 | J&F | J&F degraded frames | IDF1 "
-          "| ID switches |")
+    print(f"| checkpoint | split | memory | {SCORE_HEADER} |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (checkpoint, split, mode), scores in results.items():
         print(f"| {checkpoint} | {split} | {mode} | "
-              + " | ".join(_cell(getattr(scores, c)) for c in COLUMNS) + " |")
+              + " | ".join(score_cells(scores)) + " |")
     print("\nmemory on minus off:\n")
-    print("| checkpoint | split | video AP | AP50 | J&F | J&F degraded frames | IDF1 "
-          "| ID switches |")
+    print(f"| checkpoint | split | {SCORE_HEADER} |")
     print("|---|---|---|---|---|---|---|---|")
     for checkpoint in args.checkpoints:
         for split in args.splits:
             on, off = results[checkpoint, split, "on"], results[checkpoint, split, "off"]
             cells = []
-            for column in COLUMNS:
+            for column in SCORE_COLUMNS:
                 delta = getattr(on, column) - getattr(off, column)
                 cells.append(f"{delta:+d}" if isinstance(delta, int) else
                              "-" if math.isnan(delta) else f"{delta:+.3f}")

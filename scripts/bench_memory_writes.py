@@ -25,18 +25,22 @@ import json
 import time
 from dataclasses import asdict
 
-import numpy as np
 import torch
 
-from metaseg_ros.eval.memory_ab import held_out_split, run_videos, split_scores
+from metaseg_ros.eval.memory_ab import (
+    SCORE_HEADER,
+    add_split_arguments,
+    run_videos,
+    score_cells,
+    split_from_arguments,
+    split_scores,
+)
 from metaseg_ros.inference.preprocess import Letterbox
 from metaseg_ros.inference.runner import NetworkOutput
 from metaseg_ros.inference.runners.eager import EagerRunner
 from metaseg_ros.inference.segmenter import StreamingSegmenter
 from metaseg_ros.model.checkpoint import load_checkpoint
 from metaseg_ros.results import FrameDetections
-
-COLUMNS = ("video_ap", "ap50", "j_and_f", "j_and_f_degraded", "idf1", "id_switches")
 
 
 class GatedWriteSegmenter(StreamingSegmenter):
@@ -83,12 +87,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=3)
     parser.add_argument("--smoothing", type=float, default=0.3)
     parser.add_argument("--max-skips", type=int, default=4)
-    parser.add_argument("--splits", nargs="+", default=["degraded", "clean"],
-                        choices=["clean", "degraded"])
-    parser.add_argument("--videos", type=int, default=40)
-    parser.add_argument("--clean-first-video", type=int, default=100_000)
-    parser.add_argument("--degraded-first-video", type=int, default=200_000)
-    parser.add_argument("--frames", type=int, default=24)
+    add_split_arguments(parser, ["degraded", "clean"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write every score here")
     args = parser.parse_args()
@@ -96,14 +95,12 @@ def main() -> None:
 
     model = load_checkpoint(args.checkpoint).eval()
     runner = EagerRunner(model)
-    first = {"clean": args.clean_first_video, "degraded": args.degraded_first_video}
     rows, started = [], time.perf_counter()
-    print("| split | writes | video AP | AP50 | J&F | J&F degraded frames | IDF1 | ID switches "
-          "| frames skipped | of them degraded | degraded frames |")
+    print(f"| split | writes | {SCORE_HEADER} | frames skipped | of them degraded "
+          "| degraded frames |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for split in args.splits:
-        source = held_out_split(split, model.config.image_size, model.class_names,
-                                args.videos, args.frames, first[split])
+        source = split_from_arguments(args, split, model.config.image_size, model.class_names)
         modes = {"every frame": StreamingSegmenter(runner)}
         for ratio in args.ratios:
             modes[f"gated {ratio:g}"] = GatedWriteSegmenter(runner, ratio, args.top,
@@ -116,10 +113,9 @@ def main() -> None:
             skipped = [not w for video in written for w in video] if written else \
                 [False] * len(tags)
             skipped_degraded = sum(s and bool(t) for s, t in zip(skipped, tags, strict=True))
-            cells = [f"{getattr(scores, c):.3f}" if isinstance(getattr(scores, c), float)
-                     else str(getattr(scores, c)) for c in COLUMNS]
-            print(f"| {split} | {name} | " + " | ".join(cells) + f" | {sum(skipped)} | "
-                  f"{skipped_degraded} | {sum(bool(t) for t in tags)} |", flush=True)
+            cells = [*score_cells(scores), str(sum(skipped)), str(skipped_degraded),
+                     str(sum(bool(t) for t in tags))]
+            print(f"| {split} | {name} | " + " | ".join(cells) + " |", flush=True)
             rows.append({"split": split, "writes": name, **asdict(scores),
                          "skipped": int(sum(skipped)), "skipped_degraded": skipped_degraded})
     print(f"\n{args.videos} videos per split, {args.frames} frames, {args.checkpoint}; "
@@ -131,5 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

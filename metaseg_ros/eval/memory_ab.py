@@ -10,7 +10,9 @@ J&F, J&F on the degraded frames (tag not empty), IDF1 and ID switches.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -39,6 +41,26 @@ def held_out_split(split: str, image_size: tuple[int, int], class_names: Sequenc
     return SyntheticVideoSource(videos, SyntheticConfig(
         image_size=tuple(image_size), num_frames=frames, class_names=tuple(class_names),
         degradations=SPLIT_DEGRADATIONS[split]), seed=seed, first_video=first_video)
+
+
+def add_split_arguments(parser: argparse.ArgumentParser, splits: Sequence[str]) -> None:
+    """The held-out split options the A/B scripts share (`splits`: the default)."""
+    parser.add_argument("--splits", nargs="+", default=list(splits),
+                        choices=list(SPLIT_DEGRADATIONS))
+    parser.add_argument("--videos", type=int, default=40)
+    parser.add_argument("--clean-first-video", type=int, default=100_000)
+    parser.add_argument("--degraded-first-video", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frames", type=int, default=24)
+
+
+def split_from_arguments(args: argparse.Namespace, split: str, image_size: tuple[int, int],
+                         class_names: Sequence[str]) -> SyntheticVideoSource:
+    """held_out_split with the options of add_split_arguments."""
+    first_video = {"clean": args.clean_first_video,
+                   "degraded": args.degraded_first_video}[split]
+    return held_out_split(split, image_size, class_names, args.videos, args.frames,
+                          first_video, args.seed)
 
 
 class MemorylessSegmenter:
@@ -168,3 +190,19 @@ def split_scores(run: Run, num_classes: int, degraded: Sequence[Sequence[int]] |
     mot = mot_metrics_combined(list(zip(run.gt, run.pred, strict=True)), similarity="mask")
     return SplitScores(whole.ap, whole.ap50, whole.j_and_f, on_degraded.j_and_f,
                        on_degraded.frames, mot.idf1, int(mot.id_switches))
+
+
+# SplitScores fields in the A/B tables, and their header cells.
+SCORE_COLUMNS = ("video_ap", "ap50", "j_and_f", "j_and_f_degraded", "idf1", "id_switches")
+SCORE_HEADER = "video AP | AP50 | J&F | J&F degraded frames | IDF1 | ID switches"
+
+
+def score_cells(scores: SplitScores) -> list[str]:
+    """The SCORE_COLUMNS of `scores` as table cells: counts as they are, NaN (no degraded
+    frames) as "-", other values to three decimals."""
+    cells = []
+    for column in SCORE_COLUMNS:
+        value = getattr(scores, column)
+        cells.append(str(value) if isinstance(value, int) else
+                     "-" if math.isnan(value) else f"{value:.3f}")
+    return cells
