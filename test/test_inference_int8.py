@@ -17,7 +17,7 @@ from metaseg_ros.cli.export import (
     INT8_CANDIDATES,
     INT8_MAX_SCORE_GAP,
     INT8_MIN_MEDIAN_IOU,
-    panning_frames,
+    verification_frames,
 )
 from metaseg_ros.cli.export import main as export_main
 from metaseg_ros.inference.artifacts import ExportSettings, artifact_fingerprint
@@ -27,7 +27,11 @@ from metaseg_ros.inference.builder import (
     create_segmenter,
     runner_from_artifact,
 )
-from metaseg_ros.inference.export import compare_detections, write_onnx_artifact
+from metaseg_ros.inference.export import (
+    compare_detections,
+    step_output_pairs,
+    write_onnx_artifact,
+)
 from metaseg_ros.inference.runner import RunnerOptions
 from metaseg_ros.inference.runners.eager import EagerRunner
 from metaseg_ros.inference.runners.onnxruntime import OnnxRuntimeRunner
@@ -166,9 +170,15 @@ def test_metaseg_export_writes_a_checked_int8_file_the_node_runs_as_int8(tmp_pat
 
 
 def test_the_detection_check_fails_for_a_perturbed_model_and_passes_for_the_same():
-    images, letterbox = panning_frames(small_model(), 3)
-    same = compare_detections(EagerRunner(small_model()), EagerRunner(small_model()), images,
-                              letterbox, INT8_CANDIDATES)
+    images, letterbox = verification_frames(small_model(), 3)
+
+    def detections_against(candidate: MetaSegmenter):
+        reference, other = EagerRunner(small_model()), EagerRunner(candidate)
+        outputs = step_output_pairs(reference, other, reference.initial_memory(),
+                                    other.initial_memory(), images)
+        return compare_detections(outputs, letterbox, INT8_CANDIDATES)
+
+    same = detections_against(small_model())
     assert same.matched >= 20 and same.unmatched == 0
     assert same.median_iou == 1.0 and same.score_gap_p90 == 0.0
     assert same.passes(INT8_MIN_MEDIAN_IOU, INT8_MAX_SCORE_GAP)
@@ -182,7 +192,6 @@ def test_the_detection_check_fails_for_a_perturbed_model_and_passes_for_the_same
             if parameter.ndim == 2:
                 parameter.add_(torch.randn(parameter.shape, generator=generator)
                                * parameter.std() * 3.0)
-    different = compare_detections(EagerRunner(small_model()), EagerRunner(perturbed), images,
-                                   letterbox, INT8_CANDIDATES)
+    different = detections_against(perturbed)
     assert different.median_iou < 0.85 and different.score_gap_p90 > 0.1
     assert not different.passes(INT8_MIN_MEDIAN_IOU, INT8_MAX_SCORE_GAP)

