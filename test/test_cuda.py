@@ -128,8 +128,8 @@ def test_training_on_cuda_after_inference_steps():
     assert deformable and all(m.sampling_offsets.weight.grad is not None for m in deformable)
 
 
-def test_auto_on_cuda_measures_eager_and_the_cuda_graph():
-    assert auto_candidates("cuda")[:2] == ["eager", "cudagraph"]
+def test_auto_on_cuda_measures_eager_the_cuda_graph_and_the_compiled_step():
+    assert auto_candidates("cuda")[:3] == ["eager", "cudagraph", "compiled"]
 
 
 def tracked(device: str, precision: str = "float32",
@@ -142,7 +142,7 @@ def tracked(device: str, precision: str = "float32",
                    pipeline.step(frame).instances) for frame in video()]
 
 
-@pytest.mark.parametrize("backend", ["eager", "cudagraph"])
+@pytest.mark.parametrize("backend", ["eager", "cudagraph", "compiled"])
 def test_shipped_model_tracks_the_same_on_cuda_as_on_cpu(backend):
     cpu, cuda = tracked("cpu"), tracked("cuda", backend=backend)
     assert sum(len(frame) for frame in cpu) >= FRAMES  # the model found the objects

@@ -257,7 +257,7 @@ def test_ready_made_onnx_file_runs_from_the_node_settings(runners, eager_detecti
 def test_auto_backend_candidates(monkeypatch):
     assert auto_candidates("cpu") == ["eager", "onnxruntime"]  # installed here
     assert auto_candidates("cpu", "bfloat16") == ["eager"]  # a reduced precision is eager's
-    assert auto_candidates("cuda")[:2] == ["eager", "cudagraph"]
+    assert auto_candidates("cuda")[:3] == ["eager", "cudagraph", "compiled"]
     import metaseg_ros.inference.builder as builder
 
     def missing(device: str = "cpu"):
@@ -400,14 +400,15 @@ def test_eager_grid_sample_equals_the_export_sampling(model):
 
 def test_unknown_backend_and_unavailable_devices(model, tmp_path):
     with pytest.raises(ValueError,
-                       match="available: eager, cudagraph, onnxruntime, exported, tensorrt"):
+                       match="available: eager, cudagraph, compiled, onnxruntime, exported, "
+                             "tensorrt"):
         create_runner(model, "openvino", "cpu")
     with pytest.raises(BackendUnavailableError, match="'cudagraph' runs on device 'cuda' only"):
         create_runner(model, "cudagraph", "cpu")
     with pytest.raises(ValueError, match="device"):
         create_runner(model, "eager", "tpu")
     if not torch.cuda.is_available():
-        for backend in ("eager", "cudagraph", "exported"):
+        for backend in ("eager", "cudagraph", "compiled", "exported"):
             with pytest.raises(BackendUnavailableError, match="sees no CUDA device"):
                 create_runner(model, backend, "cuda",
                               options=RunnerOptions(cache_dir=tmp_path))
@@ -443,7 +444,8 @@ def test_precision_is_checked_and_belongs_to_eager(model, tmp_path):
         RunnerOptions(precision="int4")
     with pytest.raises(ValueError, match="precision must be one of"):
         EagerRunner(small_model(), "cpu", precision="half")
-    with pytest.raises(ValueError, match="applies to backends 'eager' and 'cudagraph' only"):
+    with pytest.raises(ValueError,
+                       match="applies to backends 'eager', 'cudagraph' and 'compiled' only"):
         create_runner(model, "onnxruntime", "cpu",
                       options=RunnerOptions(cache_dir=tmp_path, precision="float16"))
     assert list(tmp_path.iterdir()) == []

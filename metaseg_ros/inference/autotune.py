@@ -1,10 +1,10 @@
 """What `backend: auto` stands for on this machine, decided by measuring the candidates.
 
 At the first start with a given model, input size, precision, thread count, library versions
-and hardware, each candidate backend (CPU: eager, ONNX Runtime; CUDA: eager, CUDA graph,
-Torch-TensorRT where installed) runs a few frames with the memory fed back; a candidate
-whose outputs disagree with eager PyTorch (relative error above 1e-3 or mask IoU below 0.99,
-as the export checks) or that cannot start is rejected; the candidates then take turns
+and hardware, each candidate backend (CPU: eager, ONNX Runtime; CUDA: eager, CUDA graph, the
+compiled step, Torch-TensorRT where installed) runs a few frames with the memory fed back; a
+candidate whose outputs disagree with eager PyTorch (relative error above 1e-3 or mask IoU
+below 0.99, as the export checks) or that cannot start is rejected; the candidates then take turns
 frame by frame (so a burst of load elsewhere slows them alike) and the fastest median step
 wins. The
 decision and its reasons are cached as JSON beside the exported artifacts and reused until

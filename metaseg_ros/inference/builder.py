@@ -30,6 +30,7 @@ from metaseg_ros.inference.runner import (
     RunnerOptions,
     check_device,
 )
+from metaseg_ros.inference.runners.compiled import CompiledRunner
 from metaseg_ros.inference.runners.eager import CudaGraphRunner, EagerRunner
 from metaseg_ros.inference.runners.fallback import Fallback, FallbackRunner
 from metaseg_ros.inference.runners.onnxruntime import OnnxRuntimeRunner, import_onnxruntime
@@ -202,11 +203,13 @@ def create_runner(model: MetaSegmenter, backend: str, device: str, cache_key: st
         return EagerRunner(model, device, precision=options.precision)
     if backend == "cudagraph":
         return CudaGraphRunner(model, device, precision=options.precision)
+    if backend == "compiled":
+        return CompiledRunner(model, device, precision=options.precision, log=log)
     if backend == "tensorrt_engine":
         return _engine_runner(model, device, cache_key, options, log)
     if options.precision not in ("float32", "int8"):
-        raise ValueError(f"precision {options.precision!r} applies to backends 'eager' and "
-                         f"'cudagraph' only (backend '{backend}' has its own)")
+        raise ValueError(f"precision {options.precision!r} applies to backends 'eager', "
+                         f"'cudagraph' and 'compiled' only (backend '{backend}' has its own)")
     if backend == "onnxruntime":
         import_onnxruntime(device)  # fail before a long export
         onnx_settings = ExportSettings("onnx", precision=options.precision)
@@ -265,14 +268,16 @@ def auto_candidates(device: str, precision: str = "float32") -> list[str]:
     """The backends `auto` measures on `device`, eager first (the parity reference).
 
     CPU: eager, and ONNX Runtime when it is installed and the precision is float32 (a reduced
-    precision is an eager setting). CUDA: eager and its CUDA graph, plus Torch-TensorRT when
-    it can be imported at float32 (it builds its own float16 engine). int8: ONNX Runtime
-    alone (its outputs are not eager's, so there is nothing to compare or choose).
+    precision is an eager setting; compiling takes minutes on a small CPU, so `compiled`
+    runs there only when asked for). CUDA: eager, its CUDA graph and the compiled step, plus
+    Torch-TensorRT when it can be imported at float32 (it builds its own float16 engine).
+    int8: ONNX Runtime alone (its outputs are not eager's, so there is nothing to compare or
+    choose).
     """
     if precision == "int8":
         return ["onnxruntime"]
     if device == "cuda":
-        candidates = ["eager", "cudagraph"]
+        candidates = ["eager", "cudagraph", "compiled"]
         if precision == "float32":
             try:
                 import_torch_tensorrt(device)

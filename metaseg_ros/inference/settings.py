@@ -36,15 +36,15 @@ class ModelSettings:
     backend: str = setting(
         "auto", "Inference backend; auto = the fastest of the candidates measured on this "
         "machine at first start, with outputs checked against eager (CPU: eager, onnxruntime; "
-        "CUDA: eager, cudagraph, tensorrt when installed); the decision is cached in "
+        "CUDA: eager, cudagraph, compiled, tensorrt when installed); the decision is cached in "
         "$METASEG_CACHE_DIR with the exports", choices=BACKEND_CHOICES)
     device: str = setting(
-        "cpu", "Torch device of the eager, cudagraph, exported and tensorrt backends",
+        "cpu", "Torch device of the eager, cudagraph, compiled, exported and tensorrt backends",
         choices=DEVICES)
     precision: str = setting(
-        "float32", "Arithmetic of the eager and cudagraph backends: float16/bfloat16 run the "
-        "network under autocast (GPU tensor cores); int8 (opt-in, CPU): onnxruntime with the "
-        "linear layers in int8, faster, outputs no longer float32's (docs/benchmarks.md)",
+        "float32", "Arithmetic of the eager, cudagraph and compiled backends: float16/bfloat16 "
+        "run the network under autocast (GPU tensor cores); int8 (opt-in, CPU): onnxruntime "
+        "with the linear layers in int8, faster, outputs no longer float32's (docs/benchmarks.md)",
         choices=PRECISIONS)
     num_threads: int = setting(
         0, "CPU threads for inference (0 = library default)", minimum=0, maximum=256)

@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from metaseg_ros.inference.runner import BackendUnavailableError, check_device, check_precision
@@ -58,24 +61,33 @@ class EagerRunner:
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, memory: MemoryState) -> NetworkOutput:
         """One step on the device; outputs stay on the device (memory is fed back there)."""
+        with self.sampling_set():
+            return self.forward(images.to(self.device, non_blocking=True), memory)
+
+    @contextlib.contextmanager
+    def sampling_set(self) -> Iterator[None]:
+        """The runner's deformable sampling on the model inside, the model's own after."""
         previous = [module.sampling for module in self._deformable]
         for module in self._deformable:
             module.sampling = self.sampling
         try:
-            images = images.to(self.device, non_blocking=True)
-            autocast_dtype = AUTOCAST_DTYPES[self.precision]
-            if autocast_dtype is None:
-                return self.model(images, memory)
-            # No cast cache: each weight is cast once per step anyway, and a cache breaks
-            # replaying the step as a CUDA graph.
-            with torch.autocast(self.device.type, dtype=autocast_dtype, cache_enabled=False):
-                output = self.model(images, memory)
-            return NetworkOutput(
-                output.class_logits.float(), output.mask_logits.float(),
-                output.query_embeddings.float(), MemoryState(*(t.float() for t in output.memory)))
+            yield
         finally:
             for module, mode in zip(self._deformable, previous, strict=True):
                 module.sampling = mode
+
+    def forward(self, images: torch.Tensor, memory: MemoryState) -> NetworkOutput:
+        """The network at the runner's precision (inputs on the device; outputs float32)."""
+        autocast_dtype = AUTOCAST_DTYPES[self.precision]
+        if autocast_dtype is None:
+            return self.model(images, memory)
+        # No cast cache: each weight is cast once per step anyway, and a cache breaks
+        # replaying the step as a CUDA graph.
+        with torch.autocast(self.device.type, dtype=autocast_dtype, cache_enabled=False):
+            output = self.model(images, memory)
+        return NetworkOutput(
+            output.class_logits.float(), output.mask_logits.float(),
+            output.query_embeddings.float(), MemoryState(*(t.float() for t in output.memory)))
 
 
 class CudaGraphRunner:
