@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gated_models import gated_tiny
 
 from metaseg_ros.inference.artifacts import (
     DESCRIPTION_KEY,
@@ -52,14 +53,7 @@ ALL_QUERIES = PostprocessSettings(score_threshold=0.0, max_instances=20, resolve
 
 def small_model(seed: int = 0) -> MetaSegmenter:
     """A reduced tiny config with the memory gates open, so the memory path is exercised."""
-    torch.manual_seed(seed)
-    model = MetaSegmenter(get_config("tiny", image_size=SIZE, num_queries=20,
-                                     num_decoder_layers=3, pixel_decoder={"encoder_layers": 1}))
-    with torch.no_grad():
-        for index, layer in enumerate(model.transformer_decoder.layers):
-            layer.memory_attn.gate.fill_(0.3 + 0.1 * index)
-            layer.memory_attn.null_value.normal_(0, 0.5)
-    return model.eval()
+    return gated_tiny(SIZE, gate=0.3, gate_step=0.1, null_value_std=0.5, seed=seed)
 
 
 def panning_frames(count: int = FRAMES) -> list[np.ndarray]:

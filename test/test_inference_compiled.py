@@ -8,12 +8,13 @@ import shutil
 
 import pytest
 import torch
+from gated_models import gated_tiny
 
 from metaseg_ros.inference.builder import create_runner
 from metaseg_ros.inference.export import compare_step_outputs
 from metaseg_ros.inference.runner import BackendUnavailableError, RunnerOptions
 from metaseg_ros.inference.runners.eager import EagerRunner
-from metaseg_ros.model import MetaSegmenter, get_config
+from metaseg_ros.model import MetaSegmenter
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                                 reason="TorchInductor's CPU kernels need a C++ compiler")
@@ -23,14 +24,7 @@ SIZE = (128, 128)
 
 def gated_model() -> MetaSegmenter:
     """A reduced tiny config with the memory gates open, so the step depends on the past."""
-    torch.manual_seed(0)
-    model = MetaSegmenter(get_config("tiny", image_size=SIZE, num_queries=20,
-                                     num_decoder_layers=3, pixel_decoder={"encoder_layers": 1}))
-    with torch.no_grad():
-        for layer in model.transformer_decoder.layers:
-            layer.memory_attn.gate.fill_(0.4)
-            layer.memory_attn.null_value.normal_(0, 0.5)
-    return model.eval()
+    return gated_tiny(SIZE, gate=0.4, null_value_std=0.5)
 
 
 def test_compiled_step_equals_eager_with_the_memory_fed_back_and_compiles_once():

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from gated_models import gated_tiny
 
 from metaseg_ros.cli.export import (
     INT8_CANDIDATES,
@@ -37,7 +38,7 @@ from metaseg_ros.inference.runners.eager import EagerRunner
 from metaseg_ros.inference.runners.onnxruntime import OnnxRuntimeRunner
 from metaseg_ros.inference.segmenter import StreamingSegmenter
 from metaseg_ros.inference.settings import ModelSettings, PipelineSettings, PostprocessSettings
-from metaseg_ros.model import MetaSegmenter, get_config
+from metaseg_ros.model import MetaSegmenter
 from metaseg_ros.model.checkpoint import save_checkpoint
 
 SIZE = (128, 128)
@@ -46,13 +47,7 @@ SETTINGS = PostprocessSettings(score_threshold=0.0, max_instances=20, resolve_ov
 
 def small_model() -> MetaSegmenter:
     """A reduced tiny config with the memory gates open (the memory path runs too)."""
-    torch.manual_seed(0)
-    model = MetaSegmenter(get_config("tiny", image_size=SIZE, num_queries=20,
-                                     num_decoder_layers=3, pixel_decoder={"encoder_layers": 1}))
-    with torch.no_grad():
-        for layer in model.transformer_decoder.layers:
-            layer.memory_attn.gate.fill_(0.3)
-    return model.eval()
+    return gated_tiny(SIZE, gate=0.3)
 
 
 def frames(count: int = 4) -> list[np.ndarray]:

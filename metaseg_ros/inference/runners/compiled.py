@@ -18,18 +18,10 @@ from collections.abc import Callable
 import torch
 
 from metaseg_ros.inference.runner import check_device
-from metaseg_ros.inference.runners.eager import EagerRunner
+from metaseg_ros.inference.runners.eager import EagerRunner, cloned_output
 from metaseg_ros.model.config import MetaSegConfig
 from metaseg_ros.model.memory import MemoryState
 from metaseg_ros.model.metasegmenter import MetaSegmenter, NetworkOutput, step_input_shapes
-
-
-def _cloned(output: NetworkOutput) -> NetworkOutput:
-    """Fresh copies of a step's outputs (a CUDA graph's outputs are overwritten by its next
-    replay)."""
-    return NetworkOutput(output.class_logits.clone(), output.mask_logits.clone(),
-                         output.query_embeddings.clone(),
-                         MemoryState(*(t.clone() for t in output.memory)))
 
 
 class CompiledRunner:
@@ -73,5 +65,5 @@ class CompiledRunner:
         with self._eager.sampling_set():
             if self._on_cuda:
                 torch.compiler.cudagraph_mark_step_begin()
-                return _cloned(self._step(images, memory))
+                return cloned_output(self._step(images, memory))
             return self._step(images, memory)

@@ -129,7 +129,12 @@ class CudaGraphRunner:
         for buffer, value in zip(self._memory, memory, strict=True):
             buffer.copy_(value, non_blocking=True)
         self._graph.replay()
-        out = self._outputs
-        return NetworkOutput(out.class_logits.clone(), out.mask_logits.clone(),
-                               out.query_embeddings.clone(),
-                               MemoryState(*(t.clone() for t in out.memory)))
+        return cloned_output(self._outputs)
+
+
+def cloned_output(output: NetworkOutput) -> NetworkOutput:
+    """Fresh copies of a step's outputs (a CUDA graph's outputs are overwritten by its next
+    replay)."""
+    return NetworkOutput(output.class_logits.clone(), output.mask_logits.clone(),
+                         output.query_embeddings.clone(),
+                         MemoryState(*(t.clone() for t in output.memory)))
