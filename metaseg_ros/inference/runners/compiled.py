@@ -5,9 +5,10 @@ step pays neither Python's per-operator cost nor a kernel launch per operator, a
 Inductor fuses the elementwise work the eager step runs as separate kernels. On the cpu
 Inductor writes C++/OpenMP kernels (needs a C++ compiler). Shapes are fixed (one frame at
 the config's input size, the memory ring), so the step compiles once, when the runner is
-created: that takes minutes (TorchInductor caches what it can reuse on disk, in
-TORCHINDUCTOR_CACHE_DIR, default /tmp/torchinductor_<user>), and a failure to compile
-surfaces there, not at the first frame.
+created (the shipped tiny model: 80 s on the development VM's 2 cores, 12 s once
+TorchInductor's disk cache has it, TORCHINDUCTOR_CACHE_DIR, default
+/tmp/torchinductor_<user>; docs/benchmarks.md), and a failure to compile surfaces there, not
+at the first frame.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ class CompiledRunner:
 
     def __init__(self, model: MetaSegmenter, device: str = "cpu", precision: str = "float32",
                  warmup_steps: int = 3, log: Callable[[str], None] = print) -> None:
-        self._eager = EagerRunner(model, str(check_device("compiled", device)),
-                                  precision=precision)
+        check_device("compiled", device)  # the error names this backend, not eager
+        self._eager = EagerRunner(model, device, precision=precision)
         self.config: MetaSegConfig = model.config
         self.device = self._eager.device
         self.precision = precision
