@@ -81,10 +81,16 @@ def test_candidate_mask_equals_the_thresholded_whole_frame(frame):
     clear = np.abs(expected_logits) > NEAR_TIE
     got = np.zeros(frame, dtype=bool)
     probability = np.zeros(frame, dtype=np.float32)
-    y0, y1, x0, x1 = found.box
-    got[y0:y1, x0:x1] = found.mask
-    probability[y0:y1, x0:x1] = found.probability
+    assert len(found.parts) > 1  # the blobs lie far apart: one part each, no empty frame
+    for part in found.parts:
+        y0, y1, x0, x1 = part.box
+        assert not got[y0:y1, x0:x1].any()  # the parts' boxes are disjoint
+        got[y0:y1, x0:x1] = part.mask
+        probability[y0:y1, x0:x1] = part.probability
+        assert part.mask[0].any() and part.mask[-1].any()  # each part's box is tight
+        assert part.mask[:, 0].any() and part.mask[:, -1].any()
     np.testing.assert_array_equal(got[clear], expected[clear])
+    y0, y1, x0, x1 = found.box
     rows, cols = np.flatnonzero(expected.any(axis=1)), np.flatnonzero(expected.any(axis=0))
     assert abs(y0 - rows[0]) <= 1 and abs(y1 - rows[-1] - 1) <= 1
     assert abs(x0 - cols[0]) <= 1 and abs(x1 - cols[-1] - 1) <= 1

@@ -16,13 +16,16 @@ up to float rounding, ~2e-6 (tested against `masks_to_frame`).
 The cells that can exceed the threshold often form several separate groups (a small
 model's mask of one object can hold blobs far apart): each 8-connected group gets its own
 box, boxes that overlap or lie close are merged, and only those boxes are computed instead
-of one box around them all.
+of one box around them all. A candidate's mask stays in those parts (each cut to its own
+tight box): one array over their union would be mostly empty frame, allocated, searched and
+compared for nothing (at 720p the union of a candidate's parts averaged 3x their pixels).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -183,69 +186,78 @@ def _first_join(boxes: list[Box], index: int, others: range) -> tuple[int, Box |
 
 def _joined(a: Box, b: Box) -> Box | None:
     """The union of two boxes if they overlap or it adds fewer than MERGE_SLACK pixels to
-    theirs; None otherwise."""
-    union = (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
-    overlap = a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
-    if overlap or _area(union) - _area(a) - _area(b) < MERGE_SLACK:
+    theirs; None otherwise. (Plain comparisons: called ~80 times a frame.)"""
+    ay0, ay1, ax0, ax1 = a
+    by0, by1, bx0, bx1 = b
+    union = (ay0 if ay0 < by0 else by0, ay1 if ay1 > by1 else by1,
+             ax0 if ax0 < bx0 else bx0, ax1 if ax1 > bx1 else bx1)
+    if ay0 < by1 and by0 < ay1 and ax0 < bx1 and bx0 < ax1:  # they overlap
         return union
-    return None
-
-
-def _area(box: Box) -> int:
-    return (box[1] - box[0]) * (box[3] - box[2])
+    extra = (union[1] - union[0]) * (union[3] - union[2]) \
+        - (ay1 - ay0) * (ax1 - ax0) - (by1 - by0) * (bx1 - bx0)
+    return union if extra < MERGE_SLACK else None
 
 
 @dataclass(frozen=True, eq=False)
-class CandidateMask:
-    """One candidate's mask on the frame, within its tight box (y0, y1, x0, x1): the mask,
-    the mask probability there (what it is outside the mask is unspecified), the area and
-    the sum of the probability over the mask."""
+class MaskPart:
+    """One separate piece of a candidate's frame mask: its tight box (y0, y1, x0, x1), the
+    mask inside it and the mask probability there (unspecified outside the mask)."""
 
     box: Box
     mask: np.ndarray
     probability: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class CandidateMask:
+    """One candidate's mask on the frame as separate parts (disjoint tight boxes, so that
+    the empty frame between blobs far apart is never allocated), its area and the sum of the
+    mask probability over it."""
+
+    parts: tuple[MaskPart, ...]
     area: int
     probability_sum: float
+
+    @property
+    def box(self) -> Box:
+        """The tight box of the whole mask (the union of the parts' boxes)."""
+        return union_box(part.box for part in self.parts)
+
+
+def union_box(boxes: Iterable[Box]) -> Box:
+    """The smallest box holding all of `boxes` (at least one)."""
+    y0, y1, x0, x1 = zip(*boxes, strict=True)
+    return min(y0), max(y1), min(x0), max(x1)
 
 
 def candidate_mask(frame: FrameMap, logits: np.ndarray, threshold: float,
                    groups: list[Box] | None = None) -> CandidateMask | None:
     """The frame mask (logit > threshold) of one candidate's (h, w) low-res logits, computed
-    only inside its support boxes; None when it is empty. groups: its unmerged group boxes
-    (FrameMap.group_boxes) when already found."""
+    only inside its support boxes, one part per box that holds mask pixels; None when it is
+    empty. groups: its unmerged group boxes (FrameMap.group_boxes) when already found."""
     if groups is None:
         groups = frame.group_boxes(logits[None], threshold)[0]
     parts = []
+    area, total = 0, 0.0
     for box in _merge_overlapping(groups):
         part_logits = frame.crop(logits, box)
         mask = part_logits > threshold
-        area = int(np.count_nonzero(mask))
-        if area:
-            probability = sigmoid(part_logits)
-            # Summed over the mask as a dot product with it (cheaper than a gather).
-            inside = float(np.dot(probability.ravel(), mask.ravel().astype(np.float32)))
-            parts.append((box, mask, probability, area, inside))
+        count = int(np.count_nonzero(mask))
+        if not count:
+            continue
+        # The support box is larger than the mask (by up to a low-res cell's reach on each
+        # side): the probability only inside the mask's tight box.
+        top, bottom, left, right = tight_box(mask)
+        mask = mask[top:bottom, left:right]
+        probability = sigmoid(part_logits[top:bottom, left:right])
+        # Summed over the mask as a dot product with it (cheaper than a gather).
+        total += float(np.dot(probability.ravel(), mask.ravel().astype(np.float32)))
+        area += count
+        parts.append(MaskPart((box[0] + top, box[0] + bottom, box[2] + left, box[2] + right),
+                              mask, probability))
     if not parts:
         return None
-    area = sum(part[3] for part in parts)
-    total = sum(part[4] for part in parts)
-    if len(parts) == 1:
-        box, mask, probability, _, _ = parts[0]
-    else:  # one array over the parts' union (zeros between them)
-        box = (min(p[0][0] for p in parts), max(p[0][1] for p in parts),
-               min(p[0][2] for p in parts), max(p[0][3] for p in parts))
-        mask = np.zeros((box[1] - box[0], box[3] - box[2]), dtype=bool)
-        probability = np.zeros(mask.shape, dtype=np.float32)
-        for (y0, y1, x0, x1), part_mask, part_probability, _, _ in parts:
-            where = np.s_[y0 - box[0]: y1 - box[0], x0 - box[2]: x1 - box[2]]
-            mask[where] = part_mask
-            probability[where] = part_probability
-    tight = tight_box(mask)
-    assert tight is not None  # every part holds a mask pixel
-    top, bottom, left, right = tight
-    return CandidateMask((box[0] + top, box[0] + bottom, box[2] + left, box[2] + right),
-                         mask[top:bottom, left:right], probability[top:bottom, left:right],
-                         area, total)
+    return CandidateMask(tuple(parts), area, total)
 
 
 @functools.cache
@@ -284,8 +296,9 @@ def tight_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     rows = np.flatnonzero(mask.any(axis=1))
     if len(rows) == 0:
         return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    top, bottom = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(mask[top:bottom].any(axis=0))
+    return top, bottom, int(cols[0]), int(cols[-1]) + 1
 
 
 @functools.lru_cache(maxsize=16)

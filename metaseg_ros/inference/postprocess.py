@@ -21,10 +21,12 @@ import torch.nn.functional as F
 
 from metaseg_ros.inference.mask_crops import (
     SUPPORT_MARGIN,
+    MaskPart,
     candidate_mask,
     frame_map,
     single_threaded_blas,
     tight_box,
+    union_box,
 )
 from metaseg_ros.inference.preprocess import Letterbox, masks_to_frame
 from metaseg_ros.inference.settings import PostprocessSettings
@@ -218,13 +220,11 @@ def _resolve_overlaps(masks: torch.Tensor, inside_probability: torch.Tensor,
 
 @dataclass(frozen=True, eq=False)
 class _Crop:
-    """One candidate on the frame: its mask's tight box (y0, y1, x0, x1), the mask and the
-    mask probability within that box (NumPy; meaningful on the mask), its area and score."""
+    """One candidate on the frame: its mask's parts (disjoint tight boxes, each with the
+    mask and the mask probability there: mask_crops.MaskPart), its area and score."""
 
     query: int
-    box: tuple[int, int, int, int]
-    mask: np.ndarray
-    probability: np.ndarray
+    parts: tuple[MaskPart, ...]
     area: int
     score: float
 
@@ -257,26 +257,34 @@ def _select_in_boxes(class_logits: torch.Tensor, mask_logits: torch.Tensor,
                              letterbox, threshold, settings)
     kept = sorted((c for c in crops if c.score >= settings.score_threshold and c.area > 0),
                   key=lambda c: -c.score)[: settings.max_instances]
-    masks = [c.mask for c in kept]
+    masks = [[part.mask for part in c.parts] for c in kept]
     if settings.resolve_overlaps and len(kept) > 1:
         masks = _resolve_overlaps_in_boxes(kept)
         if settings.min_kept_fraction > 0.0:
-            enough = [np.count_nonzero(m) >= settings.min_kept_fraction * c.area
-                      for c, m in zip(kept, masks, strict=True)]
+            enough = [sum(np.count_nonzero(m) for m in part_masks)
+                      >= settings.min_kept_fraction * c.area
+                      for c, part_masks in zip(kept, masks, strict=True)]
             kept = [c for c, ok in zip(kept, enough, strict=True) if ok]
             masks = [m for m, ok in zip(masks, enough, strict=True) if ok]
     class_ids, class_probs = class_id.tolist(), probabilities.numpy()
     embeddings = query_embeddings.float().numpy()
     detections = []
-    for crop, mask in zip(kept, masks, strict=True):
-        # The crop is the mask's tight box; after overlaps were resolved, maybe less.
-        tight = tight_box(mask)
-        if tight is None:
-            continue
-        y0, _, x0, _ = crop.box
-        top, bottom, left, right = y0 + tight[0], y0 + tight[1], x0 + tight[2], x0 + tight[3]
+    for crop, part_masks in zip(kept, masks, strict=True):
         full = np.zeros((letterbox.height, letterbox.width), dtype=bool)
-        full[top:bottom, left:right] = mask[top - y0: bottom - y0, left - x0: right - x0]
+        boxes = []
+        for part, mask in zip(crop.parts, part_masks, strict=True):
+            # Each part's box is its mask's tight box; after overlaps took pixels, maybe less.
+            tight = (0, mask.shape[0], 0, mask.shape[1]) if mask is part.mask \
+                else tight_box(mask)
+            if tight is None:
+                continue
+            y0, _, x0, _ = part.box
+            box = (y0 + tight[0], y0 + tight[1], x0 + tight[2], x0 + tight[3])
+            full[box[0]:box[1], box[2]:box[3]] = mask[tight[0]:tight[1], tight[2]:tight[3]]
+            boxes.append(box)
+        if not boxes:
+            continue
+        top, bottom, left, right = union_box(boxes)
         detections.append(Detection(
             class_id=class_ids[crop.query], score=crop.score, mask=full,
             embedding=embeddings[crop.query].copy(), class_probs=class_probs[crop.query].copy(),
@@ -310,43 +318,69 @@ def _score_crops(order: list[int], class_score: list[float], mask_logits: np.nda
         if found is None:
             continue
         score = class_score[query] * found.probability_sum / (found.area + 1e-6)
-        crops.append(_Crop(query, found.box, found.mask, found.probability, found.area, score))
+        crops.append(_Crop(query, found.parts, found.area, score))
         if score >= settings.score_threshold:
             best = sorted([*best, score], reverse=True)
     return crops
 
 
-def _resolve_overlaps_in_boxes(kept: list[_Crop]) -> list[np.ndarray]:
+def _resolve_overlaps_in_boxes(kept: list[_Crop]) -> list[list[np.ndarray]]:
     """Each pixel to the instance with the highest score x pixel probability, the first (in
-    score order) on ties, as _resolve_overlaps; compared only where two masks meet.
+    score order) on ties, as _resolve_overlaps; compared only where two masks' parts meet.
+    Returns each instance's part masks (the parts' own arrays where nothing was taken).
 
     A pixel of instance i's mask claims score x probability >= 0 there; outside its mask an
     instance claims 0 (-1 in _resolve_overlaps when a score is 0), which never beats a claim
     inside a mask (the first on ties only between claims of masks that both hold the pixel:
     a claim of 0 inside a mask needs a score of 0, where _resolve_overlaps' -1 outside
     decides). So i loses exactly the pixels it shares with another mask whose claim is
-    higher (or equal, for an earlier instance).
+    higher (or equal, for an earlier instance). An instance's parts are disjoint, so each
+    shared pixel is compared once per pair of instances.
     """
-    resolved = [c.mask.copy() for c in kept]
+    resolved = [[part.mask for part in c.parts] for c in kept]
+    boxes = [union_box(part.box for part in c.parts) for c in kept]
     for i, mine in enumerate(kept):
-        y0, y1, x0, x1 = mine.box
         for j in range(i + 1, len(kept)):
             other = kept[j]
-            oy0, oy1, ox0, ox1 = other.box
-            top, bottom, left, right = max(y0, oy0), min(y1, oy1), max(x0, ox0), min(x1, ox1)
-            if top >= bottom or left >= right:
+            if not _boxes_meet(boxes[i], boxes[j]):
                 continue
-            here, there = np.s_[top - y0: bottom - y0, left - x0: right - x0], \
-                np.s_[top - oy0: bottom - oy0, left - ox0: right - ox0]
-            shared = mine.mask[here] & other.mask[there]
-            if not shared.any():
-                continue
-            # score x probability on the two boxes' common window; each pair once: the
-            # earlier instance (i) keeps a shared pixel on ties
-            first_loses = mine.probability[here] * np.float32(mine.score) \
-                < other.probability[there] * np.float32(other.score)
-            first_loses &= shared
-            resolved[i][here] &= ~first_loses
-            shared ^= first_loses  # the shared pixels the earlier instance keeps
-            resolved[j][there] &= ~shared
+            for a, part in enumerate(mine.parts):
+                for b, other_part in enumerate(other.parts):
+                    taken = _compare_parts(part, np.float32(mine.score), other_part,
+                                           np.float32(other.score))
+                    if taken is None:
+                        continue
+                    (here, first_loses), (there, second_loses) = taken
+                    for index, k, where, lost in ((i, a, here, first_loses),
+                                                  (j, b, there, second_loses)):
+                        if resolved[index][k] is kept[index].parts[k].mask:
+                            resolved[index][k] = resolved[index][k].copy()
+                        resolved[index][k][where] &= ~lost
     return resolved
+
+
+def _boxes_meet(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Whether two half-open (y0, y1, x0, x1) boxes share a pixel."""
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+
+def _compare_parts(mine: MaskPart, my_score: np.float32, other: MaskPart,
+                   other_score: np.float32) -> tuple[tuple, tuple] | None:
+    """Where two parts' masks share pixels: for each part, the window of its box and the
+    shared pixels it loses there (the first keeps ties); None when they share none."""
+    if not _boxes_meet(mine.box, other.box):
+        return None
+    y0, _, x0, _ = mine.box
+    oy0, _, ox0, _ = other.box
+    top, bottom = max(y0, oy0), min(mine.box[1], other.box[1])
+    left, right = max(x0, ox0), min(mine.box[3], other.box[3])
+    here, there = np.s_[top - y0: bottom - y0, left - x0: right - x0], \
+        np.s_[top - oy0: bottom - oy0, left - ox0: right - ox0]
+    shared = mine.mask[here] & other.mask[there]
+    if not shared.any():
+        return None
+    # score x probability on the two boxes' common window
+    first_loses = mine.probability[here] * my_score < other.probability[there] * other_score
+    first_loses &= shared
+    shared ^= first_loses  # the shared pixels the first keeps: the second loses them
+    return (here, first_loses), (there, shared)
