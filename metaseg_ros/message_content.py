@@ -30,10 +30,13 @@ ORIGIN = (0.0, 0.0, 0.0)
 
 @dataclass(frozen=True)
 class MessageTypes:
-    """The message classes of one library, and how it takes a uint8[] field.
+    """The message classes of one library, and how it takes uint8[] and uint32[] fields.
 
     byte_array: rclpy takes bytes (a numpy array is copied element by element, ~60x
     slower); rosbags takes a numpy uint8 array.
+    uint32_array: from a numpy uint32 array; rclpy copies anything but an array.array
+    element by element (~60 us for a 720p mask's 600 runs, 0.5 us from an array.array),
+    rosbags takes the numpy array as it is (the default).
     """
 
     instance_array: Callable[..., Any]
@@ -42,6 +45,7 @@ class MessageTypes:
     image: Callable[..., Any]
     byte_array: Callable[[bytes], Any]
     point: Callable[..., Any]
+    uint32_array: Callable[[np.ndarray], Any] = np.asarray
 
     @classmethod
     def from_names(cls, types: dict[str, Any], byte_array: Callable[[bytes], Any]
@@ -80,7 +84,7 @@ def instance_msg(instance: TrackedInstance, types: MessageTypes) -> Any:
                                       width=box.width, do_rectify=False),
         age=int(instance.age),
         hits=int(instance.hits),
-        mask_rle=encode_rle(instance.mask, box),
+        mask_rle=types.uint32_array(encode_rle(instance.mask, box)),
         position_valid=valid,
         position=point(geometry.position if geometry else None),
         extent_min=point(geometry.extent_min if geometry else None),

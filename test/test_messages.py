@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import os
 import subprocess
 import sys
@@ -17,9 +18,9 @@ from ros_probe import Probe
 from shapes import random_tracked_frame
 from std_msgs.msg import Header
 
-from metaseg_ros.masks import to_coco_rle
+from metaseg_ros.masks import encode_rle, to_coco_rle
 from metaseg_ros.msg import InstanceMask, InstanceMaskArray
-from metaseg_ros.ros.messages import decode_instance_mask, frame_to_msg
+from metaseg_ros.ros.messages import decode_instance_mask, frame_to_msg, uint32_array
 
 pytestmark = pytest.mark.torch_free
 
@@ -65,6 +66,21 @@ def test_decode_as_documented_in_the_msg_file_and_with_pycocotools() -> None:
         np.testing.assert_array_equal(mask, sent.mask)
         coco = mask_utils.decode(to_coco_rle(counts, msg.height, msg.width)).astype(bool)
         np.testing.assert_array_equal(coco, sent.mask)
+
+
+def test_uint32_fields_are_copied_as_bytes_with_every_value_kept() -> None:
+    """rclpy keeps uint32[] as array.array('I'): the node hands it one (copied as bytes, not
+    element by element), with values past 2**31 and the full range intact."""
+    values = np.array([0, 1, 2**31 + 5, 2**32 - 1, 640 * 480], dtype=np.uint32)
+    msg = InstanceMask(mask_rle=uint32_array(values))
+    assert isinstance(msg.mask_rle, array.array) and msg.mask_rle.typecode == "I"
+    assert list(msg.mask_rle) == values.tolist()
+    again = deserialize_message(serialize_message(msg), InstanceMask)
+    assert list(again.mask_rle) == values.tolist()
+    built = frame_to_msg(random_tracked_frame(1, height=48, width=64, count=2), Header())
+    for instance, sent in zip(built.instances, random_tracked_frame(1, 48, 64, 2).instances,
+                              strict=True):
+        assert list(instance.mask_rle) == encode_rle(sent.mask, sent.bbox).tolist()
 
 
 def test_bad_rle_is_rejected() -> None:

@@ -6,6 +6,8 @@ classes), so the node's messages and a results bag hold the same fields.
 
 from __future__ import annotations
 
+import array
+
 import numpy as np
 from geometry_msgs.msg import Point
 from sensor_msgs.msg import Image, RegionOfInterest
@@ -17,9 +19,18 @@ from metaseg_ros.message_content import MessageTypes
 from metaseg_ros.msg import InstanceMask, InstanceMaskArray
 from metaseg_ros.results import TrackedFrame, TrackedInstance
 
+
+def uint32_array(values: np.ndarray) -> array.array:
+    """A uint32[] field's value as rclpy stores it (array.array 'I'), copied as bytes: rclpy
+    converts any other sequence element by element."""
+    out = array.array("I")
+    out.frombytes(np.ascontiguousarray(values, dtype=np.uint32).tobytes())
+    return out
+
+
 RCLPY_TYPES = MessageTypes(instance_array=InstanceMaskArray, instance=InstanceMask,
                            region_of_interest=RegionOfInterest, image=Image, byte_array=bytes,
-                           point=Point)
+                           point=Point, uint32_array=uint32_array)
 
 
 def instance_to_msg(instance: TrackedInstance) -> InstanceMask:
