@@ -18,7 +18,7 @@ model's mask of one object can hold blobs far apart): each 8-connected group get
 box, boxes that overlap or lie close are merged, and only those boxes are computed instead
 of one box around them all. A candidate's mask stays in those parts (each cut to its own
 tight box): one array over their union would be mostly empty frame, allocated, searched and
-compared for nothing (at 720p the union of a candidate's parts averaged 3x their pixels).
+compared for nothing (docs/benchmarks.md, issue 15's fourth round).
 """
 
 from __future__ import annotations
