@@ -64,15 +64,10 @@ def bench_one(name: str, size: int, args: argparse.Namespace) -> dict:
     if args.reference and config.backbone.kind in ("resnet", "swin"):
         import transformers
 
-        from metaseg_ros.model.convert.hf import (
-            convert_hf_state_dict,
-            reference_mask2former_config,
-        )
+        from metaseg_ros.model.convert.hf import random_reference_pair
 
         transformers.logging.set_verbosity_error()
-        reference = transformers.Mask2FormerForUniversalSegmentation(
-            reference_mask2former_config(config)).eval()
-        model, _ = convert_hf_state_dict(reference.state_dict(), config)
+        reference, model = random_reference_pair(config)
         reference.to(device)
     else:
         model = MetaSegmenter(config).eval()

@@ -48,16 +48,13 @@ def build(config_name: str, size: int):
     import transformers
 
     from metaseg_ros.model import get_config
-    from metaseg_ros.model.convert.hf import convert_hf_state_dict, reference_mask2former_config
+    from metaseg_ros.model.convert.hf import random_reference_pair
 
     transformers.logging.set_verbosity_error()
-    config = get_config(config_name, image_size=(size, size))
     torch.manual_seed(0)
-    reference = transformers.Mask2FormerForUniversalSegmentation(
-        reference_mask2former_config(config)).eval()
-    model, _ = convert_hf_state_dict(reference.state_dict(), config)
+    reference, model = random_reference_pair(get_config(config_name, image_size=(size, size)))
     images = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)) * 255
-    return reference, model.eval(), images
+    return reference, model, images
 
 
 def worker(connection, name: str, args: argparse.Namespace, cache_dir: str) -> None:

@@ -215,3 +215,21 @@ def test_pixel_decoder_level_embed_has_no_gradient_at_initialisation_in_the_refe
                 linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator) * 0.1)
     encoder_levels, _ = level_embed_gradients()
     assert encoder_levels.abs().max() > 1e-4
+
+
+def test_the_benchmarks_reference_pair_computes_the_same_outputs():
+    """random_reference_pair (what bench_model.py and bench_reference_ratio.py time): the
+    reference built from our config's architecture and the model converted from it agree."""
+    from metaseg_ros.model import get_config
+    from metaseg_ros.model.convert.hf import random_reference_pair
+
+    config = get_config("r50", image_size=(64, 64))
+    torch.manual_seed(0)
+    reference, ours = random_reference_pair(config)
+    assert not reference.training and not ours.training
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 255
+    with torch.inference_mode():
+        out = ours(images, ours.initial_memory(1))
+        theirs = reference(pixel_values=(images - ours.pixel_mean) / ours.pixel_std)
+    assert relative_error(out.class_logits, theirs.class_queries_logits) < TOLERANCE
+    assert relative_error(out.mask_logits, theirs.masks_queries_logits) < TOLERANCE

@@ -345,6 +345,18 @@ def convert_hf_checkpoint(directory: str | Path, name: str | None = None,
     return model, report
 
 
+def random_reference_pair(config: MetaSegConfig) -> tuple[Any, MetaSegmenter]:
+    """transformers' Mask2Former with the architecture of `config` and random weights (from
+    torch's current seed), in eval mode, and the MetaSegmenter converted from it (the same
+    outputs): the pair the benchmarks time against each other."""
+    import transformers
+
+    reference = transformers.Mask2FormerForUniversalSegmentation(
+        reference_mask2former_config(config)).eval()
+    model, _ = convert_hf_state_dict(reference.state_dict(), config)
+    return reference, model
+
+
 def reference_mask2former_config(config: MetaSegConfig):
     """transformers.Mask2FormerConfig with the architecture of our config (ResNet or Swin).
 
