@@ -191,7 +191,7 @@ def _joined(a: Box, b: Box) -> Box | None:
     by0, by1, bx0, bx1 = b
     union = (ay0 if ay0 < by0 else by0, ay1 if ay1 > by1 else by1,
              ax0 if ax0 < bx0 else bx0, ax1 if ax1 > bx1 else bx1)
-    if ay0 < by1 and by0 < ay1 and ax0 < bx1 and bx0 < ax1:  # they overlap
+    if boxes_meet(a, b):
         return union
     extra = (union[1] - union[0]) * (union[3] - union[2]) \
         - (ay1 - ay0) * (ax1 - ax0) - (by1 - by0) * (bx1 - bx0)
@@ -222,6 +222,11 @@ class CandidateMask:
     def box(self) -> Box:
         """The tight box of the whole mask (the union of the parts' boxes)."""
         return union_box(part.box for part in self.parts)
+
+
+def boxes_meet(a: Box, b: Box) -> bool:
+    """Whether two boxes share a pixel."""
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
 
 
 def union_box(boxes: Iterable[Box]) -> Box:

@@ -21,7 +21,9 @@ import torch.nn.functional as F
 
 from metaseg_ros.inference.mask_crops import (
     SUPPORT_MARGIN,
+    CandidateMask,
     MaskPart,
+    boxes_meet,
     candidate_mask,
     frame_map,
     single_threaded_blas,
@@ -220,12 +222,11 @@ def _resolve_overlaps(masks: torch.Tensor, inside_probability: torch.Tensor,
 
 @dataclass(frozen=True, eq=False)
 class _Crop:
-    """One candidate on the frame: its mask's parts (disjoint tight boxes, each with the
-    mask and the mask probability there: mask_crops.MaskPart), its area and score."""
+    """One candidate on the frame: its mask (mask_crops.CandidateMask: disjoint parts, each
+    with its tight box, mask and mask probability) and its score."""
 
     query: int
-    parts: tuple[MaskPart, ...]
-    area: int
+    candidate: CandidateMask
     score: float
 
 
@@ -255,14 +256,15 @@ def _select_in_boxes(class_logits: torch.Tensor, mask_logits: torch.Tensor,
     with single_threaded_blas():
         crops = _score_crops(order, class_score.tolist(), mask_logits.float().numpy(),
                              letterbox, threshold, settings)
-    kept = sorted((c for c in crops if c.score >= settings.score_threshold and c.area > 0),
+    kept = sorted((c for c in crops
+                   if c.score >= settings.score_threshold and c.candidate.area > 0),
                   key=lambda c: -c.score)[: settings.max_instances]
-    masks = [[part.mask for part in c.parts] for c in kept]
+    masks = [[part.mask for part in c.candidate.parts] for c in kept]
     if settings.resolve_overlaps and len(kept) > 1:
         masks = _resolve_overlaps_in_boxes(kept)
         if settings.min_kept_fraction > 0.0:
             enough = [sum(np.count_nonzero(m) for m in part_masks)
-                      >= settings.min_kept_fraction * c.area
+                      >= settings.min_kept_fraction * c.candidate.area
                       for c, part_masks in zip(kept, masks, strict=True)]
             kept = [c for c, ok in zip(kept, enough, strict=True) if ok]
             masks = [m for m, ok in zip(masks, enough, strict=True) if ok]
@@ -272,7 +274,7 @@ def _select_in_boxes(class_logits: torch.Tensor, mask_logits: torch.Tensor,
     for crop, part_masks in zip(kept, masks, strict=True):
         full = np.zeros((letterbox.height, letterbox.width), dtype=bool)
         boxes = []
-        for part, mask in zip(crop.parts, part_masks, strict=True):
+        for part, mask in zip(crop.candidate.parts, part_masks, strict=True):
             # Each part's box is its mask's tight box; after overlaps took pixels, maybe less.
             tight = (0, mask.shape[0], 0, mask.shape[1]) if mask is part.mask \
                 else tight_box(mask)
@@ -318,7 +320,7 @@ def _score_crops(order: list[int], class_score: list[float], mask_logits: np.nda
         if found is None:
             continue
         score = class_score[query] * found.probability_sum / (found.area + 1e-6)
-        crops.append(_Crop(query, found.parts, found.area, score))
+        crops.append(_Crop(query, found, score))
         if score >= settings.score_threshold:
             best = sorted([*best, score], reverse=True)
     return crops
@@ -337,15 +339,15 @@ def _resolve_overlaps_in_boxes(kept: list[_Crop]) -> list[list[np.ndarray]]:
     higher (or equal, for an earlier instance). An instance's parts are disjoint, so each
     shared pixel is compared once per pair of instances.
     """
-    resolved = [[part.mask for part in c.parts] for c in kept]
-    boxes = [union_box(part.box for part in c.parts) for c in kept]
+    resolved = [[part.mask for part in c.candidate.parts] for c in kept]
+    boxes = [c.candidate.box for c in kept]
     for i, mine in enumerate(kept):
         for j in range(i + 1, len(kept)):
             other = kept[j]
-            if not _boxes_meet(boxes[i], boxes[j]):
+            if not boxes_meet(boxes[i], boxes[j]):
                 continue
-            for a, part in enumerate(mine.parts):
-                for b, other_part in enumerate(other.parts):
+            for a, part in enumerate(mine.candidate.parts):
+                for b, other_part in enumerate(other.candidate.parts):
                     taken = _compare_parts(part, np.float32(mine.score), other_part,
                                            np.float32(other.score))
                     if taken is None:
@@ -353,22 +355,17 @@ def _resolve_overlaps_in_boxes(kept: list[_Crop]) -> list[list[np.ndarray]]:
                     (here, first_loses), (there, second_loses) = taken
                     for index, k, where, lost in ((i, a, here, first_loses),
                                                   (j, b, there, second_loses)):
-                        if resolved[index][k] is kept[index].parts[k].mask:
+                        if resolved[index][k] is kept[index].candidate.parts[k].mask:
                             resolved[index][k] = resolved[index][k].copy()
                         resolved[index][k][where] &= ~lost
     return resolved
-
-
-def _boxes_meet(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    """Whether two half-open (y0, y1, x0, x1) boxes share a pixel."""
-    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
 
 
 def _compare_parts(mine: MaskPart, my_score: np.float32, other: MaskPart,
                    other_score: np.float32) -> tuple[tuple, tuple] | None:
     """Where two parts' masks share pixels: for each part, the window of its box and the
     shared pixels it loses there (the first keeps ties); None when they share none."""
-    if not _boxes_meet(mine.box, other.box):
+    if not boxes_meet(mine.box, other.box):
         return None
     y0, _, x0, _ = mine.box
     oy0, _, ox0, _ = other.box
