@@ -11,12 +11,13 @@ each backend) lives in its own process, as it would on a robot, and runs a block
 --block consecutive steps when its turn comes; the blocks take turns in an order that
 rotates from round to round, so that drift reaches every contender alike. The first step
 of each block is not counted (it finds the caches holding another process's data).
-Timing them in one process instead, call after call, slowed the reference by ~25 % and
-our eager step not at all (tried first, measured on this VM: not a fair race).
+Timing them in one process instead, call after call, slowed the reference and not our
+eager step (tried first on this VM: not a fair race).
 
 The reference's own speed depends on glibc's allocator: its dynamic mmap threshold rises
 once large blocks are freed (e.g. after one forward pass with autograd on, as
-scripts/bench_model.py runs before timing), and the reference then runs ~15-20 % faster.
+scripts/bench_model.py runs before timing), and the reference then runs faster
+(docs/benchmarks.md, "r50 against the reference, each in its own process").
 To race every contender in that state, fix the thresholds for all the processes:
 
     MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=1073741824 \
