@@ -90,12 +90,15 @@ class MemoryConfig:
     num_heads: heads of the cross-frame attention.
     pixel_read: the stride-8 pixel features also read the stored pixel features before the
         mask features are made (model/pixel_memory.py); off in the shipped models.
+    content_gate: every memory read's gate also depends on the token and what it read
+        (MemoryAttention: per query, per pixel); off in the shipped models.
     """
 
     feature_dim: int = 256
     pool_stride: int = 64
     num_heads: int = 8
     pixel_read: bool = False
+    content_gate: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from metaseg_ros.model.layers import MASKED_LOGIT_BIAS, Attention, sine_position_embedding
+from metaseg_ros.model.layers import MASKED_LOGIT_BIAS, MLP, Attention, sine_position_embedding
+
+CONTENT_GATE_HIDDEN = 32  # hidden width of MemoryAttention's content gate
 
 
 class MemoryState(NamedTuple):
@@ -123,15 +125,26 @@ class MemoryAttention(nn.Module):
 
     A learned null key/value token is always attendable, so an empty memory is well defined.
     The gate starts at 0, where the layer is exactly the identity (the image model).
+
+    With content_gate, the gate also depends on each token and what it read:
+    tanh(gate + MLP([LN(query), read])) per token (a query, or a pixel for the pixel read),
+    so a token can take the past where it disagrees with it (a lost row) and keep its own
+    where it needs no help (a clean frame). The MLP's last layer starts at zero: the scalar
+    gate exactly.
     """
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, content_gate: bool = False) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.attn = Attention(dim, num_heads)
         self.null_key = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.null_value = nn.Parameter(torch.zeros(1, 1, dim))
         self.gate = nn.Parameter(torch.zeros(1))
+        self.content_gate = MLP(2 * dim, CONTENT_GATE_HIDDEN, 1, 2) if content_gate else None
+        if self.content_gate is not None:
+            last = self.content_gate.layers[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, query: Tensor, query_pos: Tensor, tokens: MemoryTokens) -> Tensor:
         """query (B, Q, D), query_pos (1|B, Q, D) -> (B, Q, D)."""
@@ -140,5 +153,9 @@ class MemoryAttention(nn.Module):
         values = torch.cat([self.null_value.expand(batch, 1, -1).to(query.dtype), tokens.values],
                            1)
         bias = torch.cat([torch.zeros_like(tokens.bias[..., :1]), tokens.bias], dim=-1)
-        attended = self.attn(self.norm(query) + query_pos, keys, values, bias)
-        return query + torch.tanh(self.gate) * attended
+        normed = self.norm(query)
+        attended = self.attn(normed + query_pos, keys, values, bias)
+        if self.content_gate is None:
+            return query + torch.tanh(self.gate) * attended
+        gate = self.gate + self.content_gate(torch.cat([normed, attended], dim=-1))
+        return query + torch.tanh(gate) * attended

@@ -82,9 +82,10 @@ class MetaSegmenter(nn.Module):
                                            config.memory.feature_dim, 1)
         self.memory_reader = MemoryReader(config.memory_frames, config.memory.feature_dim,
                                           config.hidden_dim)
+        memory = config.memory
         self.pixel_memory = PixelMemoryRead(
-            config.pixel_decoder.conv_dim, config.memory.feature_dim, config.memory_frames,
-            config.memory.num_heads) if config.memory.pixel_read else None
+            config.pixel_decoder.conv_dim, memory.feature_dim, config.memory_frames,
+            memory.num_heads, memory.content_gate) if memory.pixel_read else None
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -28,12 +28,13 @@ class PixelMemoryRead(nn.Module):
     empty slots are blocked.
     """
 
-    def __init__(self, dim: int, feature_dim: int, frames: int, num_heads: int) -> None:
+    def __init__(self, dim: int, feature_dim: int, frames: int, num_heads: int,
+                 content_gate: bool = False) -> None:
         super().__init__()
         self.key_proj = nn.Linear(feature_dim, dim)
         self.value_proj = nn.Linear(feature_dim, dim)
         self.slot_embed = nn.Parameter(torch.randn(frames, dim) * 0.02)
-        self.attention = MemoryAttention(dim, num_heads)
+        self.attention = MemoryAttention(dim, num_heads, content_gate)
 
     @property
     def gate(self) -> nn.Parameter:

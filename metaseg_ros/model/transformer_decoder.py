@@ -59,12 +59,12 @@ class DecoderLayer(nn.Module):
     """Masked cross-attention, gated memory attention, self-attention, FFN."""
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, memory_heads: int,
-                 pre_norm: bool) -> None:
+                 pre_norm: bool, content_gate: bool = False) -> None:
         super().__init__()
         self.pre_norm = pre_norm
         self.cross_attn = Attention(dim, num_heads)
         self.cross_attn_norm = nn.LayerNorm(dim)
-        self.memory_attn = MemoryAttention(dim, memory_heads)
+        self.memory_attn = MemoryAttention(dim, memory_heads, content_gate)
         self.self_attn = Attention(dim, num_heads)
         self.self_attn_norm = nn.LayerNorm(dim)
         self.linear1 = nn.Linear(dim, ffn_dim)
@@ -117,7 +117,8 @@ class TransformerDecoder(nn.Module):
         self.query_feat = nn.Parameter(torch.randn(config.num_queries, dim))
         self.query_embed = nn.Parameter(torch.randn(config.num_queries, dim))
         self.layers = nn.ModuleList(
-            DecoderLayer(dim, dec.num_heads, dec.ffn_dim, config.memory.num_heads, dec.pre_norm)
+            DecoderLayer(dim, dec.num_heads, dec.ffn_dim, config.memory.num_heads, dec.pre_norm,
+                         config.memory.content_gate)
             for _ in range(config.num_decoder_layers))
         self.decoder_norm = nn.LayerNorm(dim)
         self.class_embed = nn.Linear(dim, config.num_classes + 1)

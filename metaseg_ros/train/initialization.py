@@ -87,6 +87,13 @@ def init_from_checkpoint(model: MetaSegmenter, path: str | Path) -> str:
             if name.startswith("pixel_memory."):
                 state[name] = value
         fresh = "; pixel memory read new (gate 0)"
+    if model.config.memory.content_gate and not source_config.memory.content_gate:
+        # A checkpoint without content gates: they start fresh (last layer zero: the
+        # checkpoint's scalar gates exactly).
+        for name, value in model.state_dict().items():
+            if ".content_gate." in name:
+                state[name] = value
+        fresh += "; content gates new (scalar gates as trained)"
     load_state_dict_checked(model, state, strict=True)
     kept = sum(n in source_classes for n in target_classes)
     return (f"checkpoint {path} ({kept}/{len(target_classes)} classes found by name, "

@@ -1,0 +1,112 @@
+"""The memory's content gate (memory.content_gate): at its start it is the scalar gate, it
+gates each token by what that token read, it trains, and a checkpoint without it
+initialises a model with it."""
+
+from __future__ import annotations
+
+import torch
+
+from metaseg_ros.model import MetaSegmenter, get_config
+from metaseg_ros.model.checkpoint import save_checkpoint
+from metaseg_ros.model.memory import MemoryAttention, MemoryTokens
+from metaseg_ros.train.initialization import init_from_checkpoint
+from metaseg_ros.train.trainer import set_memory_gates
+
+SIZE = (128, 128)
+
+
+def config(content_gate: bool):
+    return get_config("tiny", image_size=SIZE, num_queries=20,
+                      memory={"pool_stride": 32, "pixel_read": True,
+                              "content_gate": content_gate})
+
+
+def frames(count: int, seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.rand(1, 3, *SIZE, generator=generator) * 255 for _ in range(count)]
+
+
+def run(model, images):
+    memory, outputs = model.initial_memory(1), []
+    with torch.no_grad():
+        for image in images:
+            outputs.append(model(image, memory))
+            memory = outputs[-1].memory
+    return outputs
+
+
+def tokens(batch: int, count: int, dim: int, seed: int) -> MemoryTokens:
+    generator = torch.Generator().manual_seed(seed)
+    return MemoryTokens(torch.randn(batch, count, dim, generator=generator),
+                        torch.randn(batch, count, dim, generator=generator),
+                        torch.zeros(batch, 1, 1, count))
+
+
+def test_at_its_start_the_content_gate_is_the_scalar_gate():
+    torch.manual_seed(0)
+    scalar = MetaSegmenter(config(False)).eval()
+    set_memory_gates(scalar, 0.5)
+    gated = MetaSegmenter(config(True)).eval()
+    missing, unexpected = gated.load_state_dict(scalar.state_dict(), strict=False)
+    assert not unexpected and missing and all(".content_gate." in n for n in missing)
+    # every decoder layer and the pixel read carry one
+    assert len(missing) == 4 * (len(gated.transformer_decoder.layers) + 1)
+    images = frames(3)
+    for ours, theirs in zip(run(gated, images), run(scalar, images), strict=True):
+        torch.testing.assert_close(ours.mask_logits, theirs.mask_logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours.class_logits, theirs.class_logits, atol=1e-5, rtol=0)
+
+
+def test_the_gate_follows_each_token_and_what_it_read():
+    torch.manual_seed(1)
+    attention = MemoryAttention(32, 4, content_gate=True)
+    with torch.no_grad():
+        attention.gate.fill_(0.3)
+        attention.content_gate.layers[-1].weight.normal_(0, 1.0)
+    query, pos = torch.randn(2, 6, 32), torch.zeros(1, 6, 32)
+    memory = tokens(2, 10, 32, seed=2)
+    out = attention(query, pos, memory)
+    # The same read through the scalar gate alone: the per-token gates differ from it, and
+    # from each other, by far more than rounding.
+    normed = attention.norm(query)
+    read = attention.attn(normed + pos, torch.cat([attention.null_key.expand(2, 1, -1),
+                                                   memory.keys], 1),
+                          torch.cat([attention.null_value.expand(2, 1, -1), memory.values], 1),
+                          torch.cat([torch.zeros(2, 1, 1, 1), memory.bias], -1))
+    share = ((out - query) * read).sum(-1) / read.square().sum(-1)  # tanh(gate) per token
+    assert (share - torch.tanh(torch.tensor(0.3))).abs().max() > 0.05
+    assert share.max() - share.min() > 0.05
+    assert share.abs().max() < 1.0
+    # Other memory content, other gates for the same queries.
+    other = attention(query, pos, tokens(2, 10, 32, seed=3))
+    other_share = ((other - query) * (other - query)).sum(-1).sqrt()
+    assert (other_share - (out - query).norm(dim=-1)).abs().max() > 1e-3
+
+
+def test_every_content_gate_is_trained_once_the_gates_open():
+    torch.manual_seed(2)
+    model = MetaSegmenter(config(True))
+    set_memory_gates(model, 0.3)
+    images = frames(2, seed=3)
+    memory = model(images[0], model.initial_memory(1)).memory
+    model(images[1], memory).mask_logits.square().mean().backward()
+    names = [n for n, _ in model.named_parameters() if ".content_gate.layers.1." in n]
+    assert len(names) == 2 * (len(model.transformer_decoder.layers) + 1)
+    for name, parameter in model.named_parameters():
+        if name in names:
+            assert parameter.grad is not None and parameter.grad.abs().max() > 0, name
+
+
+def test_a_checkpoint_without_content_gates_initialises_a_model_with_them(tmp_path):
+    torch.manual_seed(3)
+    plain = MetaSegmenter(config(False))
+    save_checkpoint(plain, tmp_path / "plain")
+    model = MetaSegmenter(config(True))
+    summary = init_from_checkpoint(model, tmp_path / "plain")
+    assert "content gates new" in summary
+    own = model.state_dict()
+    for name, value in plain.state_dict().items():
+        assert torch.equal(own[name], value), name
+    for name, value in own.items():
+        if ".content_gate.layers.1." in name:
+            assert torch.count_nonzero(value) == 0, name
