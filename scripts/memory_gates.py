@@ -7,6 +7,8 @@
 Each decoder layer adds tanh(gate) * attention(memory) to its queries: at gate 0 the model is
 the image Mask2Former, and |tanh(gate)| says how much of the memory a layer lets through. A
 model with the pixel memory read (memory.pixel_read) has one more gate, printed after them.
+With content gates (memory.content_gate) these are each gate's bias: the gate of a query or
+pixel adds what its MLP says, so scripts/content_gates.py measures them on videos.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from pathlib import Path
 from safetensors.numpy import load_file
 
 
-def gates(checkpoint: str) -> tuple[list[float], float | None]:
-    """The gate of every decoder layer, in layer order, and the pixel memory read's (None
-    without one) (checkpoint: its path with or without the suffix, or a training checkpoint
-    directory holding model.safetensors)."""
+def gates(checkpoint: str) -> tuple[list[float], float | None, bool]:
+    """The gate of every decoder layer, in layer order, the pixel memory read's (None
+    without one), and whether the gates are content gates (checkpoint: its path with or
+    without the suffix, or a training checkpoint directory holding model.safetensors)."""
     path = Path(checkpoint)
     if path.is_dir():
         path = path / "model"
@@ -33,18 +35,20 @@ def gates(checkpoint: str) -> tuple[list[float], float | None]:
                    key=lambda k: int(k.split(".layers.")[1].split(".")[0]))
     pixel = state.get("pixel_memory.attention.gate")
     return ([float(state[name].reshape(-1)[0]) for name in names],
-            None if pixel is None else float(pixel.reshape(-1)[0]))
+            None if pixel is None else float(pixel.reshape(-1)[0]),
+            any(".content_gate." in k for k in state))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoints", nargs="+")
     for checkpoint in parser.parse_args().checkpoints:
-        values, pixel = gates(checkpoint)
+        values, pixel, content = gates(checkpoint)
         largest = max((abs(math.tanh(v)) for v in values), default=0.0)
         read = "" if pixel is None else f"; pixel read {pixel:+.4f}"
         print(f"{checkpoint}: gates {' '.join(f'{v:+.4f}' for v in values)}; "
-              f"largest |tanh(gate)| {largest:.4f}{read}")
+              f"largest |tanh(gate)| {largest:.4f}{read}"
+              + ("; content gates: these are their biases" if content else ""))
 
 
 if __name__ == "__main__":
