@@ -155,7 +155,7 @@ class MemoryAttention(nn.Module):
         bias = torch.cat([torch.zeros_like(tokens.bias[..., :1]), tokens.bias], dim=-1)
         normed = self.norm(query)
         attended = self.attn(normed + query_pos, keys, values, bias)
-        if self.content_gate is None:
-            return query + torch.tanh(self.gate) * attended
-        gate = self.gate + self.content_gate(torch.cat([normed, attended], dim=-1))
+        gate = self.gate
+        if self.content_gate is not None:
+            gate = gate + self.content_gate(torch.cat([normed, attended], dim=-1))
         return query + torch.tanh(gate) * attended
