@@ -92,6 +92,9 @@ class MemoryConfig:
         mask features are made (model/pixel_memory.py); off in the shipped models.
     content_gate: every memory read's gate also depends on the token and what it read
         (MemoryAttention: per query, per pixel); off in the shipped models.
+    keep_gate: the pixel read can also scale each pixel's own features, at stride 8 and in
+        the FPN's stride-4 input (1 + tanh(MLP([LN(pixel), read])): a damaged row can give
+        up what it carries); needs pixel_read; off in the shipped models.
     """
 
     feature_dim: int = 256
@@ -99,6 +102,7 @@ class MemoryConfig:
     num_heads: int = 8
     pixel_read: bool = False
     content_gate: bool = False
+    keep_gate: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,8 @@ def validate_config(config: MetaSegConfig) -> None:
         problems.append(f"memory.pool_stride {stride} must be 16 or a positive multiple of 32")
     elif height % stride or width % stride:
         problems.append(f"image_size {config.image_size} must be divisible by pool_stride {stride}")
+    if config.memory.keep_gate and not config.memory.pixel_read:
+        problems.append("memory.keep_gate needs memory.pixel_read")
     if config.memory_frames < 1:
         problems.append("memory_frames must be >= 1")
     if config.num_decoder_layers < 1 or config.num_queries < 1:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from metaseg_ros.model.layers import MASKED_LOGIT_BIAS, MLP, Attention, sine_position_embedding
 
-CONTENT_GATE_HIDDEN = 32  # hidden width of MemoryAttention's content gate
+CONTENT_GATE_HIDDEN = 32  # hidden width of MemoryAttention's content and keep gates
 
 
 class MemoryState(NamedTuple):
@@ -131,23 +131,32 @@ class MemoryAttention(nn.Module):
     so a token can take the past where it disagrees with it (a lost row) and keep its own
     where it needs no help (a clean frame). The MLP's last layer starts at zero: the scalar
     gate exactly.
+
+    With keep_gate, the read can also scale the token's own features:
+    (1 + tanh(MLP([LN(query), read]))) * query + tanh(gate) * read, so a token whose frame
+    is damaged (a lost row) can give up what it carries instead of only adding the past to
+    it. The MLP's last layer starts at zero: a factor of exactly 1.
     """
 
-    def __init__(self, dim: int, num_heads: int, content_gate: bool = False) -> None:
+    def __init__(self, dim: int, num_heads: int, content_gate: bool = False,
+                 keep_gate: bool = False) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.attn = Attention(dim, num_heads)
         self.null_key = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.null_value = nn.Parameter(torch.zeros(1, 1, dim))
         self.gate = nn.Parameter(torch.zeros(1))
-        self.content_gate = MLP(2 * dim, CONTENT_GATE_HIDDEN, 1, 2) if content_gate else None
-        if self.content_gate is not None:
-            last = self.content_gate.layers[-1]
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+        self.content_gate = zero_output_mlp(dim) if content_gate else None
+        self.keep_gate = zero_output_mlp(dim) if keep_gate else None
 
     def forward(self, query: Tensor, query_pos: Tensor, tokens: MemoryTokens) -> Tensor:
         """query (B, Q, D), query_pos (1|B, Q, D) -> (B, Q, D)."""
+        return self.read(query, query_pos, tokens)[0]
+
+    def read(self, query: Tensor, query_pos: Tensor, tokens: MemoryTokens
+             ) -> tuple[Tensor, Tensor | None]:
+        """The output (B, Q, D) and the factor (B, Q, 1) on the token's own features
+        (None without keep_gate)."""
         batch = query.shape[0]
         keys = torch.cat([self.null_key.expand(batch, 1, -1).to(query.dtype), tokens.keys], 1)
         values = torch.cat([self.null_value.expand(batch, 1, -1).to(query.dtype), tokens.values],
@@ -158,4 +167,15 @@ class MemoryAttention(nn.Module):
         gate = self.gate
         if self.content_gate is not None:
             gate = gate + self.content_gate(torch.cat([normed, attended], dim=-1))
-        return query + torch.tanh(gate) * attended
+        if self.keep_gate is None:
+            return query + torch.tanh(gate) * attended, None
+        keep = 1.0 + torch.tanh(self.keep_gate(torch.cat([normed, attended], dim=-1)))
+        return keep * query + torch.tanh(gate) * attended, keep
+
+
+def zero_output_mlp(dim: int) -> MLP:
+    """A gate's MLP over [LN(token), read] whose last layer starts at zero."""
+    mlp = MLP(2 * dim, CONTENT_GATE_HIDDEN, 1, 2)
+    nn.init.zeros_(mlp.layers[-1].weight)
+    nn.init.zeros_(mlp.layers[-1].bias)
+    return mlp

@@ -85,7 +85,8 @@ class MetaSegmenter(nn.Module):
         memory = config.memory
         self.pixel_memory = PixelMemoryRead(
             config.pixel_decoder.conv_dim, memory.feature_dim, config.memory_frames,
-            memory.num_heads, memory.content_gate) if memory.pixel_read else None
+            memory.num_heads, memory.content_gate,
+            memory.keep_gate) if memory.pixel_read else None
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -86,9 +86,11 @@ class PixelDecoder(nn.Module):
                 nn.init.zeros_(conv.bias)
 
     def forward(self, features: list[Tensor],
-                refine_finest: Callable[[Tensor], Tensor] | None = None) -> PixelDecoderOutput:
+                refine_finest: Callable[[Tensor], tuple[Tensor, Tensor | None]] | None = None
+                ) -> PixelDecoderOutput:
         """features: backbone maps at strides 4, 8, 16, 32. refine_finest: applied to the
-        encoder's stride-8 output before the FPN step (the pixel memory read)."""
+        encoder's stride-8 output before the FPN step (the pixel memory read); the factor it
+        may return (B, 1, h, w) also scales the stride-4 input, upsampled."""
         sources = []
         positions = []
         spatial_shapes: list[tuple[int, int]] = []
@@ -111,9 +113,13 @@ class PixelDecoder(nn.Module):
                 torch.split(src, [h * w for h, w in spatial_shapes], dim=1), spatial_shapes,
                 strict=True):
             multi_scale.append(chunk.transpose(1, 2).reshape(batch, -1, height, width))
+        keep = None
         if refine_finest is not None:
-            multi_scale[-1] = refine_finest(multi_scale[-1])
+            multi_scale[-1], keep = refine_finest(multi_scale[-1])
         lateral = self.lateral_conv(features[0])
+        if keep is not None:
+            lateral = lateral * F.interpolate(keep, size=lateral.shape[-2:], mode="bilinear",
+                                              align_corners=False)
         top_down = F.interpolate(multi_scale[-1], size=lateral.shape[-2:], mode="bilinear",
                                  align_corners=False)
         finest = self.output_conv(lateral + top_down)

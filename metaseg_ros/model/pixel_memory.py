@@ -25,24 +25,26 @@ class PixelMemoryRead(nn.Module):
 
     Keys carry the stored map's sine position (normalised: the same place on the image gives
     the same embedding on both grids) and a learned embedding of the slot (the frame's age);
-    empty slots are blocked.
+    empty slots are blocked. With keep_gate, each pixel's factor on its own features is
+    returned too, for the FPN's stride-4 input (PixelDecoder).
     """
 
     def __init__(self, dim: int, feature_dim: int, frames: int, num_heads: int,
-                 content_gate: bool = False) -> None:
+                 content_gate: bool = False, keep_gate: bool = False) -> None:
         super().__init__()
         self.key_proj = nn.Linear(feature_dim, dim)
         self.value_proj = nn.Linear(feature_dim, dim)
         self.slot_embed = nn.Parameter(torch.randn(frames, dim) * 0.02)
-        self.attention = MemoryAttention(dim, num_heads, content_gate)
+        self.attention = MemoryAttention(dim, num_heads, content_gate, keep_gate)
 
     @property
     def gate(self) -> nn.Parameter:
         """The read's gate (tanh(gate) of the attention passes)."""
         return self.attention.gate
 
-    def forward(self, level: Tensor, memory: MemoryState) -> Tensor:
-        """level (B, D, h, w) pixel features of the current frame -> the same shape."""
+    def forward(self, level: Tensor, memory: MemoryState) -> tuple[Tensor, Tensor | None]:
+        """level (B, D, h, w) pixel features of the current frame -> the same shape, and the
+        factor on each pixel's own features (B, 1, h, w), None without keep_gate."""
         batch, dim, height, width = level.shape
         features, valid = memory.features, memory.valid
         frames, channels, h_mem, w_mem = features.shape[1:]
@@ -59,5 +61,7 @@ class PixelMemoryRead(nn.Module):
         query = level.flatten(2).transpose(1, 2)  # (B, hw, D)
         pos = sine_position_embedding(height, width, dim // 2, device=level.device,
                                       dtype=dtype).flatten(1).transpose(0, 1)[None]
-        out = self.attention(query, pos, tokens)
-        return out.transpose(1, 2).reshape(batch, dim, height, width)
+        out, keep = self.attention.read(query, pos, tokens)
+        if keep is not None:
+            keep = keep.transpose(1, 2).reshape(batch, 1, height, width)
+        return out.transpose(1, 2).reshape(batch, dim, height, width), keep

@@ -94,6 +94,12 @@ def init_from_checkpoint(model: MetaSegmenter, path: str | Path) -> str:
             if ".content_gate." in name:
                 state[name] = value
         fresh += "; content gates new (scalar gates as trained)"
+    if model.config.memory.keep_gate and not source_config.memory.keep_gate:
+        # A checkpoint without keep gates: they start fresh (last layer zero: factor 1).
+        for name, value in model.state_dict().items():
+            if ".keep_gate." in name:
+                state[name] = value
+        fresh += "; keep gates new (own features kept whole)"
     load_state_dict_checked(model, state, strict=True)
     kept = sum(n in source_classes for n in target_classes)
     return (f"checkpoint {path} ({kept}/{len(target_classes)} classes found by name, "
