@@ -15,6 +15,10 @@ read's mean gate on the cells the degradation changed (mean absolute difference 
 clean rendering above --changed), on the cells it left as they were, and the decoder
 layers' mean gate over all queries. A gate that follows the content opens more where a
 frame lost what the past still has (lost rows, dark frames) than on clean frames.
+
+With keep gates (memory.keep_gate), the factor on each pixel's own features
+(1 + tanh(MLP([pixel, read]))) on the changed and the other cells as well: a read that
+replaces damaged features keeps less (a factor below 1) where the frame lost its content.
 """
 
 from __future__ import annotations
@@ -44,10 +48,14 @@ class GateRecorder:
             raise SystemExit("content_gates: the checkpoint has no content gates with a "
                              "pixel read (memory.content_gate, memory.pixel_read)")
         self.pixel: torch.Tensor | None = None
+        self.keep: torch.Tensor | None = None
         self.queries: list[torch.Tensor] = []
         read = model.pixel_memory.attention
         read.content_gate.register_forward_hook(
             lambda _m, _i, out: setattr(self, "pixel", torch.tanh(read.gate + out[0, :, 0])))
+        if read.keep_gate is not None:
+            read.keep_gate.register_forward_hook(
+                lambda _m, _i, out: setattr(self, "keep", 1.0 + torch.tanh(out[0, :, 0])))
         for layer in model.transformer_decoder.layers:
             attention = layer.memory_attn
             attention.content_gate.register_forward_hook(
@@ -90,7 +98,8 @@ def main() -> None:
         degradations=DegradationConfig() if kind == "clean"
         else DEGRADED_PRESET.only(kind, args.rate if kind in IMAGE_KINDS else 1.0)),
         seed=0, first_video=args.first_video) for kind in kinds}
-    sums = {kind: {"changed": [], "kept": [], "queries": []} for kind in kinds}
+    sums = {kind: {"changed": [], "kept": [], "queries": [], "keep_changed": [],
+                   "keep_kept": []} for kind in kinds}
     for video in range(args.videos):
         clean = sources["clean"].load_video(video)
         for kind in kinds:
@@ -110,13 +119,19 @@ def main() -> None:
                 sums[kind]["changed"].extend(gates[changed].tolist())
                 sums[kind]["kept"].extend(gates[~changed].tolist())
                 sums[kind]["queries"].extend(torch.cat(recorder.queries).tolist())
+                if recorder.keep is not None:
+                    keep = recorder.keep.reshape(gates.shape).numpy()
+                    sums[kind]["keep_changed"].extend(keep[changed].tolist())
+                    sums[kind]["keep_kept"].extend(keep[~changed].tolist())
         print(f"video {video + 1}/{args.videos}", flush=True)
 
     print(f"\n{args.videos} validation videos (first {args.first_video}), checkpoint "
           f"{args.checkpoint}; cells changed: mean |frame - clean| > {args.changed}\n")
+    keeps = recorder.keep is not None
     print("| kind | frames' cells changed | pixel gate, changed cells | pixel gate, other "
-          "cells | query gate (decoder layers) |")
-    print("|---|---|---|---|---|")
+          "cells | query gate (decoder layers) |"
+          + (" keep factor, changed cells | keep factor, other cells |" if keeps else ""))
+    print("|---|---|---|---|---|" + ("---|---|" if keeps else ""))
 
     def mean(values: list[float]) -> str:
         return f"{np.mean(values):+.3f}" if values else "-"
@@ -126,7 +141,9 @@ def main() -> None:
         total = len(cells["changed"]) + len(cells["kept"])
         share = f"{len(cells['changed']) / total:.0%}" if total else "-"
         print(f"| {kind} | {share} | {mean(cells['changed'])} | {mean(cells['kept'])} | "
-              f"{mean(cells['queries'])} |")
+              f"{mean(cells['queries'])} |"
+              + (f" {mean(cells['keep_changed'])} | {mean(cells['keep_kept'])} |"
+                 if keeps else ""))
 
 
 if __name__ == "__main__":
