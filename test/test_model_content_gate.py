@@ -5,11 +5,11 @@ initialises a model with it."""
 from __future__ import annotations
 
 import torch
+from memory_parts import assert_loads_without_part, assert_part_trains, random_frames
+from memory_parts import run_clip as run
 
 from metaseg_ros.model import MetaSegmenter, get_config
-from metaseg_ros.model.checkpoint import save_checkpoint
 from metaseg_ros.model.memory import MemoryAttention, MemoryTokens
-from metaseg_ros.train.initialization import init_from_checkpoint
 from metaseg_ros.train.trainer import set_memory_gates
 
 SIZE = (128, 128)
@@ -22,17 +22,7 @@ def config(content_gate: bool):
 
 
 def frames(count: int, seed: int = 0) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.rand(1, 3, *SIZE, generator=generator) * 255 for _ in range(count)]
-
-
-def run(model, images):
-    memory, outputs = model.initial_memory(1), []
-    with torch.no_grad():
-        for image in images:
-            outputs.append(model(image, memory))
-            memory = outputs[-1].memory
-    return outputs
+    return random_frames(SIZE, count, seed)
 
 
 def tokens(batch: int, count: int, dim: int, seed: int) -> MemoryTokens:
@@ -89,27 +79,11 @@ def test_the_gate_follows_each_token_and_what_it_read():
 def test_every_content_gate_is_trained_once_the_gates_open():
     torch.manual_seed(2)
     model = MetaSegmenter(config(True))
-    set_memory_gates(model, 0.3)
-    images = frames(2, seed=3)
-    memory = model(images[0], model.initial_memory(1)).memory
-    model(images[1], memory).mask_logits.square().mean().backward()
-    names = [n for n, _ in model.named_parameters() if ".content_gate.layers.1." in n]
-    assert len(names) == 2 * (len(model.transformer_decoder.layers) + 1)
-    for name, parameter in model.named_parameters():
-        if name in names:
-            assert parameter.grad is not None and parameter.grad.abs().max() > 0, name
+    assert_part_trains(model, frames(2, seed=3), ".content_gate.layers.1.",
+                       expected_count=2 * (len(model.transformer_decoder.layers) + 1))
 
 
 def test_a_checkpoint_without_content_gates_initialises_a_model_with_them(tmp_path):
     torch.manual_seed(3)
-    plain = MetaSegmenter(config(False))
-    save_checkpoint(plain, tmp_path / "plain")
-    model = MetaSegmenter(config(True))
-    summary = init_from_checkpoint(model, tmp_path / "plain")
-    assert "content gates new" in summary
-    own = model.state_dict()
-    for name, value in plain.state_dict().items():
-        assert torch.equal(own[name], value), name
-    for name, value in own.items():
-        if ".content_gate.layers.1." in name:
-            assert torch.count_nonzero(value) == 0, name
+    assert_loads_without_part(config(False), config(True), ".content_gate.layers.1.",
+                              "content gates new", tmp_path)

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from memory_parts import (
+    assert_loads_without_part,
+    assert_onnx_runs_as_pytorch,
+    assert_part_trains,
+    random_frames,
+)
+from memory_parts import run_clip as run
 
 from metaseg_ros.model import MetaSegmenter, get_config
-from metaseg_ros.model.checkpoint import save_checkpoint
 from metaseg_ros.model.memory import MemoryAttention, MemoryTokens
 from metaseg_ros.model.pixel_decoder import PixelDecoder
-from metaseg_ros.train.initialization import init_from_checkpoint
 from metaseg_ros.train.trainer import set_memory_gates
 
 SIZE = (128, 128)
@@ -24,17 +29,7 @@ def config(keep_gate: bool, **memory):
 
 
 def frames(count: int, seed: int = 0) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.rand(1, 3, *SIZE, generator=generator) * 255 for _ in range(count)]
-
-
-def run(model, images):
-    memory, outputs = model.initial_memory(1), []
-    with torch.no_grad():
-        for image in images:
-            outputs.append(model(image, memory))
-            memory = outputs[-1].memory
-    return outputs
+    return random_frames(SIZE, count, seed)
 
 
 def randomise_keep_gates(model: MetaSegmenter, scale: float = 0.5) -> None:
@@ -103,31 +98,14 @@ def test_a_zero_factor_cuts_the_stride4_input_out_of_the_mask_features():
 
 def test_every_keep_gate_is_trained():
     torch.manual_seed(5)
-    model = MetaSegmenter(config(True))
-    set_memory_gates(model, 0.3)
-    images = frames(2, seed=6)
-    memory = model(images[0], model.initial_memory(1)).memory
-    model(images[1], memory).mask_logits.square().mean().backward()
-    names = [n for n, _ in model.named_parameters() if ".keep_gate.layers.1." in n]
-    assert len(names) == 2
-    for name, parameter in model.named_parameters():
-        if name in names:
-            assert parameter.grad is not None and parameter.grad.abs().max() > 0, name
+    assert_part_trains(MetaSegmenter(config(True)), frames(2, seed=6),
+                       ".keep_gate.layers.1.", expected_count=2)
 
 
 def test_a_checkpoint_without_keep_gates_initialises_a_model_with_them(tmp_path):
     torch.manual_seed(7)
-    without = MetaSegmenter(config(False))
-    save_checkpoint(without, tmp_path / "without")
-    model = MetaSegmenter(config(True))
-    summary = init_from_checkpoint(model, tmp_path / "without")
-    assert "keep gates new" in summary
-    own = model.state_dict()
-    for name, value in without.state_dict().items():
-        assert torch.equal(own[name], value), name
-    for name, value in own.items():
-        if ".keep_gate.layers.1." in name:
-            assert torch.count_nonzero(value) == 0, name
+    assert_loads_without_part(config(False), config(True), ".keep_gate.layers.1.",
+                              "keep gates new", tmp_path)
 
 
 def test_the_keep_gate_needs_the_pixel_read():
@@ -137,17 +115,8 @@ def test_the_keep_gate_needs_the_pixel_read():
 
 def test_the_keep_gate_exports_to_onnx_and_runs_there_as_in_pytorch(tmp_path):
     pytest.importorskip("onnxruntime")
-    from metaseg_ros.inference.export import write_onnx_artifact
-    from metaseg_ros.inference.runners.onnxruntime import OnnxRuntimeRunner
-
     torch.manual_seed(8)
     model = MetaSegmenter(config(True)).eval()
     set_memory_gates(model, 1.0)
     randomise_keep_gates(model)
-    runner = OnnxRuntimeRunner(write_onnx_artifact(model, tmp_path / "step.onnx"))
-    memory, expected = runner.initial_memory(), run(model, frames(3, seed=9))
-    for image, reference in zip(frames(3, seed=9), expected, strict=True):
-        output = runner(image, memory)
-        memory = output.memory
-        torch.testing.assert_close(output.mask_logits, reference.mask_logits, atol=1e-3,
-                                   rtol=1e-3)
+    assert_onnx_runs_as_pytorch(model, frames(3, seed=9), tmp_path)

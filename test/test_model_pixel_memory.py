@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from memory_parts import assert_onnx_runs_as_pytorch, random_frames
+from memory_parts import run_clip as run
 
 from metaseg_ros.model import MetaSegmenter, get_config
 from metaseg_ros.model.checkpoint import save_checkpoint
@@ -31,18 +33,7 @@ def models():
 
 
 def frames(count: int, seed: int = 0) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.rand(1, 3, *SIZE, generator=generator) * 255 for _ in range(count)]
-
-
-def run(model, images, memory=None):
-    memory = model.initial_memory(1) if memory is None else memory
-    with torch.no_grad():
-        outputs = []
-        for image in images:
-            outputs.append(model(image, memory))
-            memory = outputs[-1].memory
-    return outputs
+    return random_frames(SIZE, count, seed)
 
 
 def test_gate_zero_is_the_model_without_the_read(models):
@@ -103,17 +94,8 @@ def test_a_checkpoint_without_the_read_initialises_a_model_with_it(models, tmp_p
 
 def test_the_read_exports_to_onnx_and_runs_there_as_in_pytorch(models, tmp_path):
     pytest.importorskip("onnxruntime")
-    from metaseg_ros.inference.export import write_onnx_artifact
-    from metaseg_ros.inference.runners.onnxruntime import OnnxRuntimeRunner
-
     _, reading = models
     model = MetaSegmenter(reading.config).eval()
     model.load_state_dict(reading.state_dict())
     set_memory_gates(model, 1.0)
-    runner = OnnxRuntimeRunner(write_onnx_artifact(model, tmp_path / "step.onnx"))
-    memory, expected = runner.initial_memory(), run(model, frames(3, seed=4))
-    for image, reference in zip(frames(3, seed=4), expected, strict=True):
-        output = runner(image, memory)
-        memory = output.memory
-        torch.testing.assert_close(output.mask_logits, reference.mask_logits, atol=1e-3,
-                                   rtol=1e-3)
+    assert_onnx_runs_as_pytorch(model, frames(3, seed=4), tmp_path)
