@@ -15,26 +15,31 @@ defaults) twice: memory on, and memory off (the memory emptied before every fram
 weights, same tracker. Printed per checkpoint, split and memory mode: video mask AP, AP50,
 J&F, J&F on the degraded frames (tag not empty), IDF1, ID switches; then memory on minus
 off. For a validation run give e.g. --splits degraded --degraded-first-video 300000.
+With --blocks N each split runs N consecutive blocks of --videos videos, each scored on its
+own, and the mean of on minus off over the blocks is printed too: on 40 videos the J&F
+gain moves by a factor of four from block to block (docs/benchmarks.md), so a verdict on
+a recipe reads --blocks 3.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import asdict
 
 import torch
 
 from metaseg_ros.eval.memory_ab import (
-    SCORE_COLUMNS,
     SCORE_HEADER,
     MemorylessSegmenter,
     SplitScores,
     add_split_arguments,
+    difference_cells,
+    mean_differences,
     run_videos,
     score_cells,
+    score_differences,
     split_from_arguments,
     split_scores,
 )
@@ -45,56 +50,83 @@ from metaseg_ros.model.checkpoint import load_checkpoint
 
 
 def main() -> None:
-    """Run every checkpoint on every split, memory on and off; print markdown tables."""
+    """Run every checkpoint on every split and block, memory on and off; print markdown
+    tables."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", nargs="+", required=True)
     add_split_arguments(parser, ["clean", "degraded"])
+    parser.add_argument("--blocks", type=int, default=1,
+                        help="consecutive blocks of --videos videos per split, each scored "
+                             "on its own, then the mean of on minus off (default 1)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write every score here")
     args = parser.parse_args()
+    if args.blocks < 1 or args.videos < 1:
+        parser.error("--blocks and --videos must be at least 1")
     torch.set_num_threads(args.threads)
 
-    results: dict[tuple[str, str, str], SplitScores] = {}
+    results: dict[tuple[str, str, str, str], SplitScores] = {}
     started = time.perf_counter()
     for checkpoint in args.checkpoints:
         model = load_checkpoint(checkpoint).eval()
         segmenter = StreamingSegmenter(EagerRunner(model), PostprocessSettings())
         modes = {"on": segmenter, "off": MemorylessSegmenter(segmenter, cache=True)}
         for split in args.splits:
-            source = split_from_arguments(args, split, model.config.image_size,
-                                          model.class_names)
-            runs = run_videos(modes, source, args.videos)
-            for mode, run in runs.items():
-                results[checkpoint, split, mode] = split_scores(run, len(model.class_names))
-            print(f"{checkpoint} {split}: {time.perf_counter() - started:.0f} s", flush=True)
+            for block_args in blocks_of(args):
+                block = block_label(block_args, split)
+                source = split_from_arguments(block_args, split, model.config.image_size,
+                                              model.class_names)
+                for mode, run in run_videos(modes, source, args.videos).items():
+                    results[checkpoint, split, block, mode] = split_scores(
+                        run, len(model.class_names))
+                print(f"{checkpoint} {split} {block}: {time.perf_counter() - started:.0f} s",
+                      flush=True)
 
-    print(f"\n{args.videos} videos per split (seed {args.seed}; clean: first "
-          f"{args.clean_first_video}; degraded: first {args.degraded_first_video}, "
+    print(f"\n{args.videos} videos per split and block (seed {args.seed}; degraded: "
           f"DEGRADED_PRESET), {args.frames} frames; memory off = emptied before every frame\n")
-    print(f"| checkpoint | split | memory | {SCORE_HEADER} |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for (checkpoint, split, mode), scores in results.items():
-        print(f"| {checkpoint} | {split} | {mode} | "
+    print(f"| checkpoint | split | videos | memory | {SCORE_HEADER} |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (checkpoint, split, block, mode), scores in results.items():
+        print(f"| {checkpoint} | {split} | {block} | {mode} | "
               + " | ".join(score_cells(scores)) + " |")
     print("\nmemory on minus off:\n")
-    print(f"| checkpoint | split | {SCORE_HEADER} |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| checkpoint | split | videos | {SCORE_HEADER} |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for checkpoint in args.checkpoints:
         for split in args.splits:
-            on, off = results[checkpoint, split, "on"], results[checkpoint, split, "off"]
-            cells = []
-            for column in SCORE_COLUMNS:
-                delta = getattr(on, column) - getattr(off, column)
-                cells.append(f"{delta:+d}" if isinstance(delta, int) else
-                             "-" if math.isnan(delta) else f"{delta:+.3f}")
-            print(f"| {checkpoint} | {split} | " + " | ".join(cells) + " |")
+            differences = [score_differences(results[checkpoint, split, block, "on"],
+                                             results[checkpoint, split, block, "off"])
+                           for block in (block_label(b, split) for b in blocks_of(args))]
+            for block_args, difference in zip(blocks_of(args), differences, strict=True):
+                print(f"| {checkpoint} | {split} | {block_label(block_args, split)} | "
+                      + " | ".join(difference_cells(difference)) + " |")
+            if args.blocks > 1:
+                print(f"| {checkpoint} | {split} | mean of {args.blocks} blocks (ID switches: "
+                      "total) | " + " | ".join(difference_cells(mean_differences(differences)))
+                      + " |")
     print(f"\n{time.perf_counter() - started:.0f} s", flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"args": vars(args), "scores": [
-                {"checkpoint": c, "split": s, "memory": m, **asdict(v)}
-                for (c, s, m), v in results.items()]}, handle, indent=1)
+                {"checkpoint": c, "split": s, "videos": b, "memory": m, **asdict(v)}
+                for (c, s, b, m), v in results.items()]}, handle, indent=1)
+
+
+def blocks_of(args: argparse.Namespace) -> list[argparse.Namespace]:
+    """The split options of each block: the first videos moved on by --videos per block."""
+    return [argparse.Namespace(**{
+        **vars(args),
+        "clean_first_video": args.clean_first_video + index * args.videos,
+        "degraded_first_video": args.degraded_first_video + index * args.videos})
+        for index in range(args.blocks)]
+
+
+def block_label(block_args: argparse.Namespace, split: str) -> str:
+    """The videos of a block of a split, e.g. "200040..200079"."""
+    first = {"clean": block_args.clean_first_video,
+             "degraded": block_args.degraded_first_video}[split]
+    return f"{first}..{first + block_args.videos - 1}"
 
 
 if __name__ == "__main__":

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from metaseg_ros.eval.frames import FrameObjects
-from metaseg_ros.eval.memory_ab import MemorylessSegmenter, Run, degraded_frames, split_scores
+from metaseg_ros.eval.memory_ab import (
+    MemorylessSegmenter,
+    Run,
+    SplitScores,
+    degraded_frames,
+    difference_cells,
+    mean_differences,
+    score_differences,
+    split_scores,
+)
 from metaseg_ros.results import FrameDetections
 
 
@@ -99,3 +108,27 @@ def test_untagged_videos_have_no_degraded_frames() -> None:
     assert run.tags == [("",) * 6]
     scores = split_scores(run, num_classes=2)
     assert scores.degraded_frames == 0 and np.isnan(scores.j_and_f_degraded)
+
+
+def scores(ap: float, degraded_j_and_f: float, switches: int) -> SplitScores:
+    return SplitScores(ap, ap, 0.5, degraded_j_and_f, 3, 0.5, switches)
+
+
+def test_block_differences_average_the_scores_and_total_the_id_switches() -> None:
+    blocks = [score_differences(scores(0.30, 0.50, 4), scores(0.20, 0.40, 6)),
+              score_differences(scores(0.25, 0.45, 3), scores(0.25, 0.40, 2))]
+    assert blocks[0]["id_switches"] == -2 and blocks[1]["id_switches"] == 1
+    mean = mean_differences(blocks)
+    assert mean["video_ap"] == pytest.approx(0.05)
+    assert mean["j_and_f_degraded"] == pytest.approx(0.075)
+    assert mean["id_switches"] == -1 and isinstance(mean["id_switches"], int)
+    cells = difference_cells(mean)
+    assert cells[0] == "+0.050" and cells[3] == "+0.075" and cells[-1] == "-1"
+
+
+def test_a_block_without_degraded_frames_makes_their_mean_unknown() -> None:
+    clean = score_differences(scores(0.3, float("nan"), 1), scores(0.3, float("nan"), 1))
+    degraded = score_differences(scores(0.3, 0.5, 1), scores(0.3, 0.4, 1))
+    assert difference_cells(mean_differences([clean, degraded]))[3] == "-"
+    with pytest.raises(ValueError, match="no blocks"):
+        mean_differences([])

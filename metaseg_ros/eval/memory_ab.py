@@ -206,3 +206,25 @@ def score_cells(scores: SplitScores) -> list[str]:
         cells.append(str(value) if isinstance(value, int) else
                      "-" if math.isnan(value) else f"{value:.3f}")
     return cells
+
+
+def score_differences(on: SplitScores, off: SplitScores) -> dict[str, float]:
+    """on minus off for every SCORE_COLUMNS field (ID switches stay whole numbers)."""
+    return {column: getattr(on, column) - getattr(off, column) for column in SCORE_COLUMNS}
+
+
+def mean_differences(blocks: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The mean of each column's differences over blocks of videos, ID switches summed
+    (a count over all the blocks); a column that is NaN in some block is NaN."""
+    if not blocks:
+        raise ValueError("no blocks to average")
+    return {column: sum(block[column] for block in blocks) if column == "id_switches"
+            else float(np.mean([block[column] for block in blocks]))
+            for column in SCORE_COLUMNS}
+
+
+def difference_cells(differences: dict[str, float]) -> list[str]:
+    """Differences as signed table cells: counts whole, NaN as "-", others to 3 decimals."""
+    return [f"{value:+d}" if isinstance(value, int) else
+            "-" if math.isnan(value) else f"{value:+.3f}"
+            for value in (differences[column] for column in SCORE_COLUMNS)]
