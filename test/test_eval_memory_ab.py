@@ -14,6 +14,7 @@ from metaseg_ros.eval.memory_ab import (
     SplitScores,
     degraded_frames,
     difference_cells,
+    hold_last_good,
     mean_differences,
     score_differences,
     split_scores,
@@ -132,3 +133,13 @@ def test_a_block_without_degraded_frames_makes_their_mean_unknown() -> None:
     assert difference_cells(mean_differences([clean, degraded]))[3] == "-"
     with pytest.raises(ValueError, match="no blocks"):
         mean_differences([])
+
+
+def test_hold_last_good_stands_in_the_last_undamaged_frame_for_each_damaged_one() -> None:
+    frames = [np.full((2, 2, 3), value, dtype=np.uint8) for value in range(6)]
+    tags = ("blur", "", "dropout", "occluder", "dark+occluder", "")
+    held = hold_last_good(frames, tags)
+    # No good frame before the first: kept. A scene event alone is not damage.
+    assert [int(frame[0, 0, 0]) for frame in held] == [0, 1, 1, 3, 3, 5]
+    with pytest.raises(ValueError):
+        hold_last_good(frames, tags[:-1])

@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from metaseg_ros.data.degradations import DEGRADED_PRESET, DegradationConfig
+from metaseg_ros.data.degradations import (
+    DEGRADED_PRESET,
+    IMAGE_KINDS,
+    DegradationConfig,
+    tag_kinds,
+)
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
 from metaseg_ros.data.types import VideoSource
 from metaseg_ros.eval.davis import JAndF, davis_j_and_f
@@ -228,3 +233,17 @@ def difference_cells(differences: dict[str, float]) -> list[str]:
     return [f"{value:+d}" if isinstance(value, int) else
             "-" if math.isnan(value) else f"{value:+.3f}"
             for value in (differences[column] for column in SCORE_COLUMNS)]
+
+
+def hold_last_good(frames: Sequence[np.ndarray], tags: Sequence[str]) -> list[np.ndarray]:
+    """The frames with each image-degraded one (by its tag) replaced by the last frame
+    before it without an image degradation; kept as it is when there is none yet. Scene
+    events (occluder, object blur, re-entry) do not count: they are the scene, not the
+    image. An oracle for scripts/bench_hold_last_good.py: the node cannot read tags."""
+    held, last_good = [], None
+    for frame, tag in zip(frames, tags, strict=True):
+        damaged = any(kind in IMAGE_KINDS for kind in tag_kinds(tag))
+        if not damaged:
+            last_good = frame
+        held.append(last_good if damaged and last_good is not None else frame)
+    return held

@@ -1,0 +1,83 @@
+"""What the past can give at most on the degraded frames (issue 14): every frame with an
+image degradation replaced by the last frame without one, told by the generator's tags.
+
+    .venv/bin/python scripts/bench_hold_last_good.py \
+        --checkpoints metaseg_ros/weights/metaseg_tiny --videos 40 --threads 2
+
+A ceiling, not a method: the node cannot read the tags. It shows how much of the
+degraded-frame J&F a memory could win back by standing in for the damaged frame with the
+last good one (objects keep moving meanwhile, the ground truth is the current frame's).
+Scene events (occluder, object blur, re-entry) stay as they are: they are part of the
+scene, not of the image. Same degraded split, tracker and scores as
+scripts/bench_memory_ab.py; memory on and off, each on the frames as they are and held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from metaseg_ros.eval.evaluate import ground_truth_frames
+from metaseg_ros.eval.memory_ab import (
+    SCORE_HEADER,
+    MemorylessSegmenter,
+    Run,
+    add_split_arguments,
+    hold_last_good,
+    score_cells,
+    split_from_arguments,
+    split_scores,
+    track_video,
+)
+from metaseg_ros.inference.runners.eager import EagerRunner
+from metaseg_ros.inference.segmenter import StreamingSegmenter
+from metaseg_ros.inference.settings import PostprocessSettings
+from metaseg_ros.model.checkpoint import load_checkpoint
+
+
+def main() -> None:
+    """Score every checkpoint on the degraded split, frames as they are and held."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoints", nargs="+", required=True)
+    add_split_arguments(parser, ["degraded"])
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    started = time.perf_counter()
+    rows = []
+    for checkpoint in args.checkpoints:
+        model = load_checkpoint(checkpoint).eval()
+        segmenter = StreamingSegmenter(EagerRunner(model), PostprocessSettings())
+        modes = {"on": segmenter, "off": MemorylessSegmenter(segmenter)}
+        runs = {(mode, frames): Run() for mode in modes for frames in ("as they are", "held")}
+        source = split_from_arguments(args, "degraded", model.config.image_size,
+                                      model.class_names)
+        for index in range(min(args.videos, len(source))):
+            clip = source.load_clip(index, range(source.num_frames(index)))
+            gt = ground_truth_frames(clip)
+            tags = tuple(clip.frame_tags) or ("",) * len(gt)
+            size = (int(clip.frames.shape[1]), int(clip.frames.shape[2]))
+            inputs = {"as they are": list(clip.frames),
+                      "held": hold_last_good(clip.frames, tags)}
+            for (mode, frames), run in runs.items():
+                run.add(gt, track_video(modes[mode], inputs[frames]), tags, size)
+        for (mode, frames), run in runs.items():
+            rows.append((checkpoint, mode, frames, split_scores(run, len(model.class_names))))
+        print(f"{checkpoint}: {time.perf_counter() - started:.0f} s", flush=True)
+
+    print(f"\n{args.videos} degraded videos (seed {args.seed}, first "
+          f"{args.degraded_first_video}, DEGRADED_PRESET), {args.frames} frames; held = "
+          "each image-degraded frame replaced by the last one without\n")
+    print(f"| checkpoint | memory | frames | {SCORE_HEADER} |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for checkpoint, mode, frames, scores in rows:
+        print(f"| {checkpoint} | {mode} | {frames} | " + " | ".join(score_cells(scores)) + " |")
+    print(f"\n{time.perf_counter() - started:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
