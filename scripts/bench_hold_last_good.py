@@ -1,15 +1,16 @@
-"""What the past can give at most on the degraded frames (issue 14): every frame with an
+"""A reference for the memory's gain on degraded frames (issue 14): every frame with an
 image degradation replaced by the last frame without one, told by the generator's tags.
 
     .venv/bin/python scripts/bench_hold_last_good.py \
         --checkpoints metaseg_ros/weights/metaseg_tiny --videos 40 --threads 2
 
-A ceiling, not a method: the node cannot read the tags. It shows how much of the
-degraded-frame J&F a memory could win back by standing in for the damaged frame with the
-last good one (objects keep moving meanwhile, the ground truth is the current frame's).
-Scene events (occluder, object blur, re-entry) stay as they are: they are part of the
-scene, not of the image. Same degraded split, tracker and scores as
-scripts/bench_memory_ab.py; memory on and off, each on the frames as they are and held.
+An oracle, not a method: the node cannot read the tags. It shows what standing in the
+last good frame for a damaged one gives (objects keep moving meanwhile, the ground truth
+is the current frame's). Not a ceiling: a memory can also use what the damaged frame
+still shows (a dropout frame keeps half its rows). Scene events (occluder, object blur,
+re-entry) stay as they are: they are part of the scene, not of the image. Same degraded
+split, tracker and scores as scripts/bench_memory_ab.py; memory on and off, each on the
+frames as they are and held.
 """
 
 from __future__ import annotations
