@@ -18,24 +18,29 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 
-from metaseg_ros.eval.evaluate import ground_truth_frames
+from metaseg_ros.data.types import ClipSample
 from metaseg_ros.eval.memory_ab import (
     SCORE_HEADER,
     MemorylessSegmenter,
-    Run,
     add_split_arguments,
     hold_last_good,
+    run_videos,
     score_cells,
     split_from_arguments,
     split_scores,
-    track_video,
 )
 from metaseg_ros.inference.runners.eager import EagerRunner
 from metaseg_ros.inference.segmenter import StreamingSegmenter
 from metaseg_ros.inference.settings import PostprocessSettings
 from metaseg_ros.model.checkpoint import load_checkpoint
+
+
+def held_frames(clip: ClipSample) -> list[np.ndarray]:
+    """The clip's frames with hold_last_good applied (a clip without tags as it is)."""
+    return hold_last_good(clip.frames, clip.frame_tags or ("",) * clip.num_frames)
 
 
 def main() -> None:
@@ -53,21 +58,14 @@ def main() -> None:
     for checkpoint in args.checkpoints:
         model = load_checkpoint(checkpoint).eval()
         segmenter = StreamingSegmenter(EagerRunner(model), PostprocessSettings())
-        modes = {"on": segmenter, "off": MemorylessSegmenter(segmenter)}
-        runs = {(mode, frames): Run() for mode in modes for frames in ("as they are", "held")}
+        modes = {"on": segmenter, "off": MemorylessSegmenter(segmenter, cache=True)}
         source = split_from_arguments(args, "degraded", model.config.image_size,
                                       model.class_names)
-        for index in range(min(args.videos, len(source))):
-            clip = source.load_clip(index, range(source.num_frames(index)))
-            gt = ground_truth_frames(clip)
-            tags = tuple(clip.frame_tags) or ("",) * len(gt)
-            size = (int(clip.frames.shape[1]), int(clip.frames.shape[2]))
-            inputs = {"as they are": list(clip.frames),
-                      "held": hold_last_good(clip.frames, tags)}
-            for (mode, frames), run in runs.items():
-                run.add(gt, track_video(modes[mode], inputs[frames]), tags, size)
-        for (mode, frames), run in runs.items():
-            rows.append((checkpoint, mode, frames, split_scores(run, len(model.class_names))))
+        runs = {"as they are": run_videos(modes, source, args.videos),
+                "held": run_videos(modes, source, args.videos, frames_of=held_frames)}
+        rows += [(checkpoint, mode, frames,
+                  split_scores(runs[frames][mode], len(model.class_names)))
+                 for mode in modes for frames in runs]
         print(f"{checkpoint}: {time.perf_counter() - started:.0f} s", flush=True)
 
     print(f"\n{args.videos} degraded videos (seed {args.seed}, first "

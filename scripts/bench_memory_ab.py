@@ -68,12 +68,13 @@ def main() -> None:
 
     results: dict[tuple[str, str, str, str], SplitScores] = {}
     started = time.perf_counter()
+    blocks = blocks_of(args)
     for checkpoint in args.checkpoints:
         model = load_checkpoint(checkpoint).eval()
         segmenter = StreamingSegmenter(EagerRunner(model), PostprocessSettings())
         modes = {"on": segmenter, "off": MemorylessSegmenter(segmenter, cache=True)}
         for split in args.splits:
-            for block_args in blocks_of(args):
+            for block_args in blocks:
                 block = block_label(block_args, split)
                 source = split_from_arguments(block_args, split, model.config.image_size,
                                               model.class_names)
@@ -95,11 +96,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for checkpoint in args.checkpoints:
         for split in args.splits:
-            differences = [score_differences(results[checkpoint, split, block, "on"],
-                                             results[checkpoint, split, block, "off"])
-                           for block in (block_label(b, split) for b in blocks_of(args))]
-            for block_args, difference in zip(blocks_of(args), differences, strict=True):
-                print(f"| {checkpoint} | {split} | {block_label(block_args, split)} | "
+            labels = [block_label(block_args, split) for block_args in blocks]
+            differences = [score_differences(results[checkpoint, split, label, "on"],
+                                             results[checkpoint, split, label, "off"])
+                           for label in labels]
+            for label, difference in zip(labels, differences, strict=True):
+                print(f"| {checkpoint} | {split} | {label} | "
                       + " | ".join(difference_cells(difference)) + " |")
             if args.blocks > 1:
                 print(f"| {checkpoint} | {split} | mean of {args.blocks} blocks (ID switches: "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +25,7 @@ from metaseg_ros.data.degradations import (
     tag_kinds,
 )
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
-from metaseg_ros.data.types import VideoSource
+from metaseg_ros.data.types import ClipSample, VideoSource
 from metaseg_ros.eval.davis import JAndF, davis_j_and_f
 from metaseg_ros.eval.evaluate import ground_truth_frames
 from metaseg_ros.eval.frames import FrameObjects
@@ -128,17 +128,22 @@ def track_video(segmenter: Segmenter, frames: Sequence[np.ndarray],
 
 
 def run_videos(segmenters: dict[str, Segmenter], source: VideoSource, videos: int,
-               tracker_config: TrackerConfig | None = None) -> dict[str, Run]:
-    """Every segmenter (by name) over the first `videos` videos of a source."""
+               tracker_config: TrackerConfig | None = None,
+               frames_of: Callable[[ClipSample], Sequence[np.ndarray]] | None = None
+               ) -> dict[str, Run]:
+    """Every segmenter (by name) over the first `videos` videos of a source; `frames_of`
+    chooses what each video shows the segmenters (default: its frames as they are), the
+    ground truth and tags stay the clip's."""
     runs = {name: Run() for name in segmenters}
     for index in range(min(videos, len(source))):
         clip = source.load_clip(index, range(source.num_frames(index)))
         gt = ground_truth_frames(clip)
         size = clip.frames.shape[1:3]
+        frames = clip.frames if frames_of is None else frames_of(clip)
         for name, segmenter in segmenters.items():
             if isinstance(segmenter, MemorylessSegmenter):
                 segmenter.cache.clear()
-            pred = track_video(segmenter, clip.frames, tracker_config)
+            pred = track_video(segmenter, frames, tracker_config)
             runs[name].add(gt, pred, clip.frame_tags, (int(size[0]), int(size[1])))
     return runs
 
@@ -205,12 +210,16 @@ SCORE_HEADER = "video AP | AP50 | J&F | J&F degraded frames | IDF1 | ID switches
 def score_cells(scores: SplitScores) -> list[str]:
     """The SCORE_COLUMNS of `scores` as table cells: counts as they are, NaN (no degraded
     frames) as "-", other values to three decimals."""
-    cells = []
-    for column in SCORE_COLUMNS:
-        value = getattr(scores, column)
-        cells.append(str(value) if isinstance(value, int) else
-                     "-" if math.isnan(value) else f"{value:.3f}")
-    return cells
+    return [table_cell(getattr(scores, column)) for column in SCORE_COLUMNS]
+
+
+def table_cell(value: float, signed: bool = False) -> str:
+    """One table cell: a count whole, NaN as "-", other values to three decimals; with
+    `signed`, a sign in front of each number."""
+    sign = "+" if signed else ""
+    if isinstance(value, int):
+        return f"{value:{sign}d}"
+    return "-" if math.isnan(value) else f"{value:{sign}.3f}"
 
 
 def score_differences(on: SplitScores, off: SplitScores) -> dict[str, float]:
@@ -229,10 +238,8 @@ def mean_differences(blocks: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 def difference_cells(differences: dict[str, float]) -> list[str]:
-    """Differences as signed table cells: counts whole, NaN as "-", others to 3 decimals."""
-    return [f"{value:+d}" if isinstance(value, int) else
-            "-" if math.isnan(value) else f"{value:+.3f}"
-            for value in (differences[column] for column in SCORE_COLUMNS)]
+    """Differences as signed table cells (table_cell), in SCORE_COLUMNS order."""
+    return [table_cell(differences[column], signed=True) for column in SCORE_COLUMNS]
 
 
 def hold_last_good(frames: Sequence[np.ndarray], tags: Sequence[str]) -> list[np.ndarray]:
