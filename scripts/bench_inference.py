@@ -211,6 +211,8 @@ def profile(runner, images, args: argparse.Namespace) -> list[tuple[str, float]]
     if args.backend == "onnxruntime":
         import onnxruntime as ort
 
+        from metaseg_ros.model.export import INPUT_NAMES
+
         options = runner.session.get_session_options()
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(args.cache_dir) / "ort_profile")
@@ -218,9 +220,8 @@ def profile(runner, images, args: argparse.Namespace) -> list[tuple[str, float]]
                                        providers=runner.session.get_providers())
         memory = [t.numpy() for t in runner.initial_memory()]
         for _ in range(args.warmup + args.frames):
-            outputs = session.run(None, {"images": images.numpy(), "memory_features": memory[0],
-                                         "memory_queries": memory[1],
-                                         "memory_valid": memory[2]})
+            outputs = session.run(None, dict(zip(INPUT_NAMES, (images.numpy(), *memory),
+                                                 strict=True)))
             memory = outputs[3:]
         events = json.loads(Path(session.end_profiling()).read_text())
         runs = sum(1 for e in events if e.get("name") == "model_run")

@@ -44,19 +44,19 @@ def memory_removed(model: MetaSegmenter) -> Iterator[None]:
     """The memory path skipped: reader, attentions and the ring write do nothing."""
     attention_forward, reader_forward = MemoryAttention.forward, MemoryReader.forward
     write, projection = metasegmenter_module.write_frame, model.memory_write_proj
-    pixel_read = model.pixel_memory
+    pixel_read, mask_carry = model.pixel_memory, model.mask_memory
     MemoryAttention.forward = lambda self, query, query_pos, tokens: query
     MemoryReader.forward = lambda self, memory, query_pos: None
-    metasegmenter_module.write_frame = lambda memory, features, queries: memory
+    metasegmenter_module.write_frame = lambda memory, *written: memory
     model.memory_write_proj = nn.Identity()
-    model.pixel_memory = None
+    model.pixel_memory = model.mask_memory = None
     try:
         yield
     finally:
         MemoryAttention.forward, MemoryReader.forward = attention_forward, reader_forward
         metasegmenter_module.write_frame = write
         model.memory_write_proj = projection
-        model.pixel_memory = pixel_read
+        model.pixel_memory, model.mask_memory = pixel_read, mask_carry
 
 
 class ModuleTimer:
@@ -67,16 +67,16 @@ class ModuleTimer:
         self._started: dict[int, float] = {}
         modules = [model.memory_reader, model.memory_write_proj,
                    *(layer.memory_attn for layer in model.transformer_decoder.layers),
-                   *([] if model.pixel_memory is None else [model.pixel_memory])]
+                   *(part for part in (model.pixel_memory, model.mask_memory)
+                     if part is not None)]
         for module in modules:
             module.register_forward_pre_hook(self._pre)
             module.register_forward_hook(self._post)
         original = metasegmenter_module.write_frame
 
-        def timed_write(memory: MemoryState, features: torch.Tensor, queries: torch.Tensor
-                        ) -> MemoryState:
+        def timed_write(memory: MemoryState, *written: torch.Tensor | None) -> MemoryState:
             started = time.perf_counter()
-            result = original(memory, features, queries)
+            result = original(memory, *written)
             self.seconds += time.perf_counter() - started
             return result
 

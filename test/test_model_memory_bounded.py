@@ -4,6 +4,7 @@ length, the state keeps its shapes and bytes, and holds exactly the last T frame
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from metaseg_ros.inference.runners.eager import EagerRunner
@@ -13,10 +14,10 @@ from metaseg_ros.model.memory import MemoryState
 from metaseg_ros.model.metasegmenter import MetaSegmenter, memory_shapes
 
 
-def _small_model() -> MetaSegmenter:
+def _small_model(past_mask_features: bool = False) -> MetaSegmenter:
     torch.manual_seed(0)
     config = get_config("tiny", image_size=(64, 64), num_queries=8, num_decoder_layers=2,
-                        memory={"pool_stride": 32})
+                        memory={"pool_stride": 32, "past_mask_features": past_mask_features})
     model = MetaSegmenter(config).eval()
     with torch.no_grad():  # an open memory: the ring's content reaches the outputs
         for layer in model.transformer_decoder.layers:
@@ -28,9 +29,11 @@ def _bytes(memory: MemoryState) -> int:
     return sum(t.numel() * t.element_size() for t in memory)
 
 
-def test_ring_keeps_its_shapes_and_bytes_and_the_last_frames_far_past_its_length() -> None:
+@pytest.mark.parametrize("past_mask_features", [False, True])
+def test_ring_keeps_its_shapes_and_bytes_and_the_last_frames_far_past_its_length(
+        past_mask_features: bool) -> None:
     torch.set_num_threads(1)
-    model = _small_model()
+    model = _small_model(past_mask_features)
     frames = model.config.memory_frames
     steps = 10 * frames + 3
     memory = model.initial_memory(1)

@@ -36,11 +36,13 @@ ENGINE_FORMAT_VERSION = 1
 ENGINE_PRECISIONS = ("float16", "float32")
 # The step's tensors (model/export.py INPUT_NAMES / OUTPUT_NAMES, repeated here without torch;
 # test_tensorrt_engine.py checks they agree). Each memory output feeds the input it names.
-INPUT_NAMES = ("images", "memory_features", "memory_queries", "memory_valid")
+INPUT_NAMES = ("images", "memory_features", "memory_queries", "memory_valid",
+               "memory_mask_features")
 OUTPUT_NAMES = ("class_logits", "mask_logits", "query_embeddings", "next_memory_features",
-                "next_memory_queries", "next_memory_valid")
+                "next_memory_queries", "next_memory_valid", "next_memory_mask_features")
 MEMORY_FEEDBACK = {"next_memory_features": "memory_features",
-                   "next_memory_queries": "memory_queries", "next_memory_valid": "memory_valid"}
+                   "next_memory_queries": "memory_queries", "next_memory_valid": "memory_valid",
+                   "next_memory_mask_features": "memory_mask_features"}
 FLOAT16_MAX = 65504.0
 # ONNX TensorProto element types the step may bind, by numpy name.
 ONNX_DTYPES = {1: "float32", 10: "float16", 6: "int32", 7: "int64", 9: "bool"}

@@ -242,7 +242,9 @@ def output_parity(outputs: list[tuple[Any, Any]]) -> list[FrameParity]:
                  "query_embeddings": (got.query_embeddings, expected.query_embeddings),
                  "memory_features": (got.memory.features, expected.memory.features),
                  "memory_queries": (got.memory.queries, expected.memory.queries),
-                 "memory_valid": (got.memory.valid, expected.memory.valid)}
+                 "memory_valid": (got.memory.valid, expected.memory.valid),
+                 "memory_mask_features": (got.memory.mask_features,
+                                          expected.memory.mask_features)}
         errors = {}
         for name, (a, b) in pairs.items():
             a = a.detach().float().cpu()

@@ -95,6 +95,9 @@ class MemoryConfig:
     keep_gate: the pixel read can also scale each pixel's own features, at stride 8 and in
         the FPN's stride-4 input (1 + tanh(MLP([LN(pixel), read])): a damaged row can give
         up what it carries); needs pixel_read; off in the shipped models.
+    past_mask_features: the last frame's stride-4 mask features are kept (MemoryState.
+        mask_features) and each pixel can take them instead of its own
+        (model/mask_memory.py); off in the shipped models.
     """
 
     feature_dim: int = 256
@@ -103,6 +106,7 @@ class MemoryConfig:
     pixel_read: bool = False
     content_gate: bool = False
     keep_gate: bool = False
+    past_mask_features: bool = False
 
 
 @dataclass(frozen=True)

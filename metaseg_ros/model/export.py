@@ -3,9 +3,9 @@
 The exported graph takes and returns flat tensors with fixed shapes:
 
     inputs   images (B, 3, H, W) float32 RGB 0..255, memory_features, memory_queries,
-             memory_valid
+             memory_valid, memory_mask_features
     outputs  class_logits, mask_logits, query_embeddings, next_memory_features,
-             next_memory_queries, next_memory_valid
+             next_memory_queries, next_memory_valid, next_memory_mask_features
 
 Normalisation happens inside the graph. The network is written to export without NonZero,
 ScatterND, Loop, If or Einsum nodes (find_forbidden_ops checks an ONNX file).
@@ -22,24 +22,26 @@ from torch import Tensor, nn
 from metaseg_ros.model.memory import MemoryState
 from metaseg_ros.model.metasegmenter import MetaSegmenter, step_input_shapes
 
-INPUT_NAMES = ("images", "memory_features", "memory_queries", "memory_valid")
+INPUT_NAMES = ("images", "memory_features", "memory_queries", "memory_valid",
+               "memory_mask_features")
 OUTPUT_NAMES = ("class_logits", "mask_logits", "query_embeddings", "next_memory_features",
-                "next_memory_queries", "next_memory_valid")
+                "next_memory_queries", "next_memory_valid", "next_memory_mask_features")
 FORBIDDEN_ONNX_OPS = ("NonZero", "ScatterND", "Loop", "If", "Einsum")
 DEFAULT_OPSET = 18
 
 
 class StepModule(nn.Module):
-    """MetaSegmenter.forward with the memory as three plain tensors in and out."""
+    """MetaSegmenter.forward with the memory as four plain tensors in and out."""
 
     def __init__(self, model: MetaSegmenter) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, images: Tensor, memory_features: Tensor, memory_queries: Tensor,
-                memory_valid: Tensor) -> tuple[Tensor, ...]:
+                memory_valid: Tensor, memory_mask_features: Tensor) -> tuple[Tensor, ...]:
         """One frame; returns the tensors named by OUTPUT_NAMES."""
-        out = self.model(images, MemoryState(memory_features, memory_queries, memory_valid))
+        out = self.model(images, MemoryState(memory_features, memory_queries, memory_valid,
+                                             memory_mask_features))
         return (out.class_logits, out.mask_logits, out.query_embeddings, *out.memory)
 
 

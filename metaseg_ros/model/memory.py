@@ -11,6 +11,10 @@ What a slot stores (computed once, when its frame is written; nothing is recompu
             projected to C_mem channels and average-pooled to (h_mem, w_mem) =
             image_size / pool_stride
   queries   the decoder's final (normalised) query embeddings of that frame
+
+Beside the ring, ``mask_features`` holds the last frame's stride-4 mask features (as the
+mask head used them) when memory.past_mask_features is on (model/mask_memory.py); without
+it, a (B, 1, 1, 1) placeholder passed through unchanged, so every backend sees one layout.
 """
 
 from __future__ import annotations
@@ -31,17 +35,22 @@ class MemoryState(NamedTuple):
     features: (B, T, C_mem, h_mem, w_mem) low-resolution pixel features
     queries:  (B, T, Q, D) decoder query embeddings
     valid:    (B, T) float32, 1.0 = filled slot, 0.0 = empty
+    mask_features: (B, mask_dim, H/4, W/4) the last frame's mask features (valid with
+        slot 0), or (B, 1, 1, 1) when the model does not keep them
     """
 
     features: Tensor
     queries: Tensor
     valid: Tensor
+    mask_features: Tensor
 
 
 def empty_memory(batch_size: int, frames: int, feature_dim: int, memory_size: tuple[int, int],
                  num_queries: int, hidden_dim: int, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> MemoryState:
-    """A memory with every slot empty (zeros, valid = 0)."""
+                 dtype: torch.dtype | None = None,
+                 mask_shape: tuple[int, int, int] = (1, 1, 1)) -> MemoryState:
+    """A memory with every slot empty (zeros, valid = 0); mask_shape: (mask_dim, H/4, W/4)
+    of the kept mask features, (1, 1, 1) for the placeholder."""
     dtype = torch.float32 if dtype is None else dtype
     h_mem, w_mem = memory_size
     return MemoryState(
@@ -50,13 +59,16 @@ def empty_memory(batch_size: int, frames: int, feature_dim: int, memory_size: tu
         queries=torch.zeros(batch_size, frames, num_queries, hidden_dim, device=device,
                             dtype=dtype),
         valid=torch.zeros(batch_size, frames, device=device, dtype=torch.float32),
+        mask_features=torch.zeros(batch_size, *mask_shape, device=device, dtype=dtype),
     )
 
 
-def write_frame(memory: MemoryState, features: Tensor, queries: Tensor) -> MemoryState:
+def write_frame(memory: MemoryState, features: Tensor, queries: Tensor,
+                mask_features: Tensor | None = None) -> MemoryState:
     """Push one frame into slot 0, shifting older slots by one and dropping the oldest.
 
-    features (B, C_mem, h_mem, w_mem); queries (B, Q, D).
+    features (B, C_mem, h_mem, w_mem); queries (B, Q, D); mask_features (B, mask_dim, H/4,
+    W/4) replace the kept ones (None: the placeholder passes through).
     """
     ones = torch.ones_like(memory.valid[:, :1])
     return MemoryState(
@@ -65,12 +77,15 @@ def write_frame(memory: MemoryState, features: Tensor, queries: Tensor) -> Memor
         queries=torch.cat([queries[:, None].to(memory.queries.dtype), memory.queries[:, :-1]],
                           dim=1),
         valid=torch.cat([ones, memory.valid[:, :-1]], dim=1),
+        mask_features=memory.mask_features if mask_features is None
+        else mask_features.to(memory.mask_features.dtype),
     )
 
 
 def reset_memory(memory: MemoryState, keep: Tensor) -> MemoryState:
     """Mark the slots of the batch entries with keep == 0 as empty (keep: (B,) 0/1 floats)."""
-    return MemoryState(memory.features, memory.queries, memory.valid * keep[:, None])
+    return MemoryState(memory.features, memory.queries, memory.valid * keep[:, None],
+                       memory.mask_features)
 
 
 class MemoryTokens(NamedTuple):
@@ -96,7 +111,7 @@ class MemoryReader(nn.Module):
 
     def forward(self, memory: MemoryState, query_pos: Tensor) -> MemoryTokens:
         """query_pos (Q, D): the decoder's learned query position embedding."""
-        features, queries, valid = memory
+        features, queries, valid = memory.features, memory.queries, memory.valid
         batch, frames, channels, h_mem, w_mem = features.shape
         num_queries, dim = queries.shape[2], queries.shape[3]
         dtype = queries.dtype

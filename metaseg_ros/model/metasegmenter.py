@@ -5,6 +5,8 @@
       -> transformer decoder (masked cross-attention, gated memory attention, self-attention,
          FFN) -> class logits (B, Q, C+1), mask logits (B, Q, H/4, W/4)
     memory (state in) -> updated memory (state out): this frame written into slot 0.
+    With memory.past_mask_features, the mask features are first blended with the last
+    frame's (model/mask_memory.py) and kept for the next one.
 
 With every memory gate at 0 (as initialised and after converting an image checkpoint) the
 network computes exactly the image Mask2Former.
@@ -20,6 +22,7 @@ from torch import Tensor, nn
 
 from metaseg_ros.model.backbones import build_backbone
 from metaseg_ros.model.config import MetaSegConfig
+from metaseg_ros.model.mask_memory import MaskFeatureCarry
 from metaseg_ros.model.memory import MemoryReader, MemoryState, empty_memory, write_frame
 from metaseg_ros.model.pixel_decoder import PixelDecoder
 from metaseg_ros.model.pixel_memory import PixelMemoryRead
@@ -39,8 +42,8 @@ class NetworkOutput(NamedTuple):
 
 def memory_shapes(config: MetaSegConfig, batch_size: int = 1,
                   image_size: tuple[int, int] | None = None) -> MemoryState:
-    """The shape of each memory tensor (features, queries, valid) for a batch of images of
-    `image_size` (default: the config's)."""
+    """The shape of each memory tensor (features, queries, valid, mask_features) for a batch
+    of images of `image_size` (default: the config's)."""
     height, width = image_size or config.image_size
     stride = config.memory.pool_stride
     frames = config.memory_frames
@@ -48,7 +51,18 @@ def memory_shapes(config: MetaSegConfig, batch_size: int = 1,
         features=(batch_size, frames, config.memory.feature_dim, height // stride,
                   width // stride),
         queries=(batch_size, frames, config.num_queries, config.hidden_dim),
-        valid=(batch_size, frames))
+        valid=(batch_size, frames),
+        mask_features=(batch_size, *kept_mask_shape(config, (height, width))))
+
+
+def kept_mask_shape(config: MetaSegConfig, image_size: tuple[int, int] | None = None
+                    ) -> tuple[int, int, int]:
+    """(mask_dim, H/4, W/4) of the kept mask features; (1, 1, 1) (a placeholder) without
+    memory.past_mask_features."""
+    if not config.memory.past_mask_features:
+        return (1, 1, 1)
+    height, width = image_size or config.image_size
+    return (config.pixel_decoder.mask_dim, height // 4, width // 4)
 
 
 def step_input_shapes(config: MetaSegConfig, batch_size: int = 1) -> tuple[tuple[int, ...], ...]:
@@ -62,7 +76,7 @@ def initial_memory(config: MetaSegConfig, batch_size: int = 1,
     """A memory with every slot empty for the config (valid flags stay float32)."""
     return empty_memory(batch_size, config.memory_frames, config.memory.feature_dim,
                         config.memory_size, config.num_queries, config.hidden_dim,
-                        device=device, dtype=dtype)
+                        device=device, dtype=dtype, mask_shape=kept_mask_shape(config))
 
 
 class MetaSegmenter(nn.Module):
@@ -87,6 +101,8 @@ class MetaSegmenter(nn.Module):
             config.pixel_decoder.conv_dim, memory.feature_dim, config.memory_frames,
             memory.num_heads, memory.content_gate,
             memory.keep_gate) if memory.pixel_read else None
+        self.mask_memory = MaskFeatureCarry(
+            config.pixel_decoder.mask_dim) if memory.past_mask_features else None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -114,10 +130,15 @@ class MetaSegmenter(nn.Module):
         read = self.pixel_memory
         decoded = self.pixel_decoder(
             features, None if read is None else (lambda level: read(level, memory)))
+        mask_features = decoded.mask_features
+        if self.mask_memory is not None:
+            mask_features = self.mask_memory(mask_features, memory.mask_features,
+                                             memory.valid[:, 0])
         tokens = self.memory_reader(memory, self.transformer_decoder.query_embed)
-        out = self.transformer_decoder(decoded.multi_scale, decoded.mask_features, tokens)
+        out = self.transformer_decoder(decoded.multi_scale, mask_features, tokens)
         new_features = self._memory_features(decoded.multi_scale)
-        new_memory = write_frame(memory, new_features, out.query_embeddings)
+        new_memory = write_frame(memory, new_features, out.query_embeddings,
+                                 None if self.mask_memory is None else mask_features)
         final = out.predictions[-1]
         result = NetworkOutput(final.class_logits, final.mask_logits, out.query_embeddings,
                                new_memory)

@@ -100,6 +100,13 @@ def init_from_checkpoint(model: MetaSegmenter, path: str | Path) -> str:
             if ".keep_gate." in name:
                 state[name] = value
         fresh += "; keep gates new (own features kept whole)"
+    if model.mask_memory is not None and not source_config.memory.past_mask_features:
+        # A checkpoint without the kept mask features: the gate starts fresh (last layer
+        # zero: the checkpoint's model exactly).
+        for name, value in model.state_dict().items():
+            if name.startswith("mask_memory."):
+                state[name] = value
+        fresh += "; mask-feature carry new (gate 0)"
     load_state_dict_checked(model, state, strict=True)
     kept = sum(n in source_classes for n in target_classes)
     return (f"checkpoint {path} ({kept}/{len(target_classes)} classes found by name, "

@@ -20,7 +20,7 @@ def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
         lr = optim.lr
         if name.startswith("backbone."):
             lr *= optim.backbone_lr_multiplier
-        elif ".memory_attn." in name or name.startswith("pixel_memory.") or (
+        elif ".memory_attn." in name or name.startswith(("pixel_memory.", "mask_memory.")) or (
                 optim.memory_lr_scope == "path"
                 and name.startswith(("memory_reader.", "memory_write_proj."))):
             lr *= optim.memory_lr_multiplier
