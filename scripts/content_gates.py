@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Where the memory's content gates open (memory.content_gate, issue 14).
+"""Where the memory's gates open: content gates, keep factors, the mask-feature carry
+(memory.content_gate, keep_gate, past_mask_features; issue 14).
 
     .venv/bin/python scripts/content_gates.py --checkpoint runs/tiny_memory_content/final/model
 
@@ -19,6 +20,10 @@ frame lost what the past still has (lost rows, dark frames) than on clean frames
 With keep gates (memory.keep_gate), the factor on each pixel's own features
 (1 + tanh(MLP([pixel, read]))) on the changed and the other cells as well: a read that
 replaces damaged features keeps less (a factor below 1) where the frame lost its content.
+
+With the mask-feature carry (memory.past_mask_features), its weight tanh(gate) per pixel of
+the stride-4 mask features on the changed and the other cells: how much of the last frame's
+mask features each pixel takes.
 """
 
 from __future__ import annotations
@@ -41,15 +46,26 @@ from metaseg_ros.model.metasegmenter import MetaSegmenter
 
 
 class GateRecorder:
-    """Forward hooks that keep the last frame's content-gated shares (tanh of the sum)."""
+    """Forward hooks that keep the last frame's gates: the pixel read's content gate and keep
+    factor (stride 8), the carry's weight (stride 4), each decoder layer's query gates."""
 
     def __init__(self, model: MetaSegmenter) -> None:
-        if not model.config.memory.content_gate or model.pixel_memory is None:
-            raise SystemExit("content_gates: the checkpoint has no content gates with a "
-                             "pixel read (memory.content_gate, memory.pixel_read)")
+        memory = model.config.memory
+        self.content = memory.content_gate and model.pixel_memory is not None
+        self.carries = model.mask_memory is not None
+        if not self.content and not self.carries:
+            raise ValueError("the checkpoint has neither content gates with a pixel read "
+                             "(memory.content_gate, memory.pixel_read) nor the mask-feature "
+                             "carry (memory.past_mask_features)")
         self.pixel: torch.Tensor | None = None
         self.keep: torch.Tensor | None = None
+        self.carry: torch.Tensor | None = None
         self.queries: list[torch.Tensor] = []
+        if self.carries:
+            model.mask_memory.gate.register_forward_hook(
+                lambda _m, _i, out: setattr(self, "carry", torch.tanh(out[0, 0])))
+        if not self.content:
+            return
         read = model.pixel_memory.attention
         read.content_gate.register_forward_hook(
             lambda _m, _i, out: setattr(self, "pixel", torch.tanh(read.gate + out[0, :, 0])))
@@ -90,16 +106,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     model = load_checkpoint(args.checkpoint).eval()
-    recorder = GateRecorder(model)
+    try:
+        recorder = GateRecorder(model)
+    except ValueError as error:
+        parser.error(str(error))
     size = tuple(model.config.image_size)
     kinds = ["clean", *KINDS]
-    sources = {kind: SyntheticVideoSource(args.videos, SyntheticConfig(
-        image_size=size, num_frames=args.frames, class_names=tuple(model.class_names),
-        degradations=DegradationConfig() if kind == "clean"
-        else DEGRADED_PRESET.only(kind, args.rate if kind in IMAGE_KINDS else 1.0)),
-        seed=0, first_video=args.first_video) for kind in kinds}
+    try:
+        sources = {kind: SyntheticVideoSource(args.videos, SyntheticConfig(
+            image_size=size, num_frames=args.frames, class_names=tuple(model.class_names),
+            degradations=DegradationConfig() if kind == "clean"
+            else DEGRADED_PRESET.only(kind, args.rate if kind in IMAGE_KINDS else 1.0)),
+            seed=0, first_video=args.first_video) for kind in kinds}
+    except ValueError as error:  # rates the degradation generator cannot place
+        parser.error(str(error))
     sums = {kind: {"changed": [], "kept": [], "queries": [], "keep_changed": [],
-                   "keep_kept": []} for kind in kinds}
+                   "keep_kept": [], "carry_changed": [], "carry_kept": []} for kind in kinds}
     for video in range(args.videos):
         clean = sources["clean"].load_video(video)
         for kind in kinds:
@@ -113,37 +135,47 @@ def main() -> None:
                     memory = model(image, memory).memory
                 if t == 0 or (kind != "clean" and kind not in tag_kinds(tags[t])):
                     continue
-                gates = recorder.pixel.reshape(size[0] // 8, size[1] // 8).numpy()  # stride 8
-                changed = (changed_cells(frame, clean.frames[t], gates.shape, args.changed)
-                           if kind != "clean" else np.zeros(gates.shape, bool))
-                sums[kind]["changed"].extend(gates[changed].tolist())
-                sums[kind]["kept"].extend(gates[~changed].tolist())
-                sums[kind]["queries"].extend(torch.cat(recorder.queries).tolist())
-                if recorder.keep is not None:
-                    keep = recorder.keep.reshape(gates.shape).numpy()
-                    sums[kind]["keep_changed"].extend(keep[changed].tolist())
-                    sums[kind]["keep_kept"].extend(keep[~changed].tolist())
+                recorded = {}  # column prefix -> the frame's values on their grid
+                if recorder.content:
+                    grid = (size[0] // 8, size[1] // 8)
+                    recorded[""] = recorder.pixel.reshape(grid).numpy()
+                    sums[kind]["queries"].extend(torch.cat(recorder.queries).tolist())
+                    if recorder.keep is not None:
+                        recorded["keep_"] = recorder.keep.reshape(grid).numpy()
+                if recorder.carries:
+                    recorded["carry_"] = recorder.carry.numpy()  # stride 4
+                for name, values in recorded.items():
+                    changed = (changed_cells(frame, clean.frames[t], values.shape,
+                                             args.changed)
+                               if kind != "clean" else np.zeros(values.shape, bool))
+                    sums[kind][f"{name}changed"].extend(values[changed].tolist())
+                    sums[kind][f"{name}kept"].extend(values[~changed].tolist())
         print(f"video {video + 1}/{args.videos}", flush=True)
 
     print(f"\n{args.videos} validation videos (first {args.first_video}), checkpoint "
           f"{args.checkpoint}; cells changed: mean |frame - clean| > {args.changed}\n")
-    keeps = recorder.keep is not None
-    print("| kind | frames' cells changed | pixel gate, changed cells | pixel gate, other "
-          "cells | query gate (decoder layers) |"
-          + (" keep factor, changed cells | keep factor, other cells |" if keeps else ""))
-    print("|---|---|---|---|---|" + ("---|---|" if keeps else ""))
+    columns = []
+    if recorder.content:
+        columns += [("pixel gate, changed cells", "changed"), ("pixel gate, other cells", "kept"),
+                    ("query gate (decoder layers)", "queries")]
+        if recorder.keep is not None:
+            columns += [("keep factor, changed cells", "keep_changed"),
+                        ("keep factor, other cells", "keep_kept")]
+    if recorder.carries:
+        columns += [("carry weight, changed cells", "carry_changed"),
+                    ("carry weight, other cells", "carry_kept")]
+    cell_lists = ("changed", "kept") if recorder.content else ("carry_changed", "carry_kept")
+    print("| kind | frames' cells changed | " + " | ".join(c for c, _ in columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
 
     def mean(values: list[float]) -> str:
         return f"{np.mean(values):+.3f}" if values else "-"
 
     for kind in kinds:
         cells = sums[kind]
-        total = len(cells["changed"]) + len(cells["kept"])
-        share = f"{len(cells['changed']) / total:.0%}" if total else "-"
-        print(f"| {kind} | {share} | {mean(cells['changed'])} | {mean(cells['kept'])} | "
-              f"{mean(cells['queries'])} |"
-              + (f" {mean(cells['keep_changed'])} | {mean(cells['keep_kept'])} |"
-                 if keeps else ""))
+        changed, other = (len(cells[name]) for name in cell_lists)
+        share = f"{changed / (changed + other):.0%}" if changed + other else "-"
+        print(f"| {kind} | {share} | " + " | ".join(mean(cells[k]) for _, k in columns) + " |")
 
 
 if __name__ == "__main__":

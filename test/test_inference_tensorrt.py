@@ -57,7 +57,8 @@ def test_plan_exports_a_float16_program_with_fixed_float_inputs(plan, model):
     expected = [((1, 3, *SIZE), torch.float32),
                 ((1, 4, config.memory.feature_dim, h_mem, w_mem), torch.float16),
                 ((1, 4, config.num_queries, config.hidden_dim), torch.float16),
-                ((1, 4), torch.float32)]
+                ((1, 4), torch.float32),
+                ((1, 1, 1, 1), torch.float16)]  # the kept mask features' placeholder
     assert [(tuple(t.shape), t.dtype) for t in plan.inputs] == expected
     placeholders = {node.name: node.meta["val"] for node in plan.program.graph.nodes
                     if node.op == "placeholder" and node.name in INPUT_NAMES}
