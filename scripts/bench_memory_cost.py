@@ -10,7 +10,9 @@ is timed in two variants, interleaved frame by frame so that load changes hit bo
 - off: the same network with the memory path removed (no reader, every memory attention
   the identity, no pixel read, nothing projected or written).
 With --pixel-read [STRIDE ...] each config is measured again with memory.pixel_read on (the
-pixel features read the stored ones; stored maps at each stride given, default 32).
+pixel features read the stored ones; stored maps at each stride given, default 32); with
+--carry, with memory.past_mask_features on (the gate and blend counted, the kept mask
+features in the ring's bytes).
 Printed: median ms per frame on and off, their difference and its share of the "on" step,
 the time inside the memory modules measured by hooks during the "on" frames (reader,
 memory attention, write projection + ring write), and the ring's size in bytes (float32,
@@ -90,12 +92,14 @@ class ModuleTimer:
 
 
 def measure(name: str, size: tuple[int, int] | None, frames: int, warmup: int,
-            pixel_read_stride: int | None = None) -> None:
+            pixel_read_stride: int | None = None, carry: bool = False) -> None:
     """Time one config on vs off and print a markdown row; pixel_read_stride: with the
-    pixel read, the stored maps at this stride."""
+    pixel read, the stored maps at this stride; carry: with the mask-feature carry."""
     overrides: dict = {} if size is None else {"image_size": size}
     if pixel_read_stride is not None:
         overrides["memory"] = {"pixel_read": True, "pool_stride": pixel_read_stride}
+    if carry:
+        overrides["memory"] = {"past_mask_features": True}
     model = MetaSegmenter(get_config(name, **overrides)).eval()
     height, width = model.config.image_size
     images = torch.rand(1, 3, height, width) * 255
@@ -122,6 +126,8 @@ def measure(name: str, size: tuple[int, int] | None, frames: int, warmup: int,
     inside_ms = 1000 * statistics.median(inside)
     label = name if pixel_read_stride is None else \
         f"{name} + pixel read (stride {pixel_read_stride})"
+    if carry:
+        label = f"{name} + mask-feature carry"
     print(f"| {label} | {width}x{height} | {model.config.memory_frames} | {on_ms:.1f} | "
           f"{off_ms:.1f} | {on_ms - off_ms:+.1f} ({(on_ms - off_ms) / on_ms:+.1%}) | "
           f"{inside_ms:.1f} ({inside_ms / on_ms:.1%}) | {ring_bytes(memory)} |", flush=True)
@@ -142,6 +148,9 @@ def main() -> None:
                         help="also each config with memory.pixel_read, the stored maps at each "
                              "STRIDE given (default 32, as tiny_synthetic_cpu_memory_pixels.yaml;"
                              " 16 as tiny_synthetic_cpu_memory_fine.yaml)")
+    parser.add_argument("--carry", action="store_true",
+                        help="also each config with memory.past_mask_features (the last "
+                             "frame's mask features kept and blended in)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -156,6 +165,8 @@ def main() -> None:
         measure(name, size, args.frames, args.warmup)
         for stride in ([32] if args.pixel_read == [] else args.pixel_read or []):
             measure(name, size, args.frames, args.warmup, pixel_read_stride=stride)
+        if args.carry:
+            measure(name, size, args.frames, args.warmup, carry=True)
 
 
 if __name__ == "__main__":
