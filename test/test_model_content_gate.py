@@ -5,12 +5,15 @@ initialises a model with it."""
 from __future__ import annotations
 
 import torch
-from memory_parts import assert_loads_without_part, assert_part_trains, random_frames
-from memory_parts import run_clip as run
+from memory_parts import (
+    assert_loads_without_part,
+    assert_part_trains,
+    assert_starts_as_model_without,
+    random_frames,
+)
 
 from metaseg_ros.model import MetaSegmenter, get_config
 from metaseg_ros.model.memory import MemoryAttention, MemoryTokens
-from metaseg_ros.train.trainer import set_memory_gates
 
 SIZE = (128, 128)
 
@@ -34,17 +37,10 @@ def tokens(batch: int, count: int, dim: int, seed: int) -> MemoryTokens:
 
 def test_at_its_start_the_content_gate_is_the_scalar_gate():
     torch.manual_seed(0)
-    scalar = MetaSegmenter(config(False)).eval()
-    set_memory_gates(scalar, 0.5)
-    gated = MetaSegmenter(config(True)).eval()
-    missing, unexpected = gated.load_state_dict(scalar.state_dict(), strict=False)
-    assert not unexpected and missing and all(".content_gate." in n for n in missing)
     # every decoder layer and the pixel read carry one
-    assert len(missing) == 4 * (len(gated.transformer_decoder.layers) + 1)
-    images = frames(3)
-    for ours, theirs in zip(run(gated, images), run(scalar, images), strict=True):
-        torch.testing.assert_close(ours.mask_logits, theirs.mask_logits, atol=1e-5, rtol=0)
-        torch.testing.assert_close(ours.class_logits, theirs.class_logits, atol=1e-5, rtol=0)
+    layers = config(True).num_decoder_layers
+    assert_starts_as_model_without(config(False), config(True), frames(3), ".content_gate.",
+                                   expected_missing=4 * (layers + 1))
 
 
 def gate_shares(attention: MemoryAttention, query, pos, memory: MemoryTokens):

@@ -10,9 +10,9 @@ from memory_parts import (
     assert_loads_without_part,
     assert_onnx_runs_as_pytorch,
     assert_part_trains,
+    assert_starts_as_model_without,
     random_frames,
 )
-from memory_parts import run_clip as run
 
 from metaseg_ros.model import MetaSegmenter, get_config
 from metaseg_ros.model.memory import MemoryAttention, MemoryTokens
@@ -41,16 +41,9 @@ def randomise_keep_gates(model: MetaSegmenter, scale: float = 0.5) -> None:
 
 def test_at_its_start_the_keep_gate_keeps_every_pixel_whole():
     torch.manual_seed(0)
-    without = MetaSegmenter(config(False)).eval()
-    set_memory_gates(without, 0.5)
-    keeping = MetaSegmenter(config(True)).eval()
-    missing, unexpected = keeping.load_state_dict(without.state_dict(), strict=False)
-    assert not unexpected and missing and all(".keep_gate." in n for n in missing)
-    assert len(missing) == 4  # the pixel read's MLP only: two layers, weight and bias
-    images = frames(3)
-    for ours, theirs in zip(run(keeping, images), run(without, images), strict=True):
-        torch.testing.assert_close(ours.mask_logits, theirs.mask_logits, atol=1e-5, rtol=0)
-        torch.testing.assert_close(ours.class_logits, theirs.class_logits, atol=1e-5, rtol=0)
+    # the pixel read's MLP only: two layers, weight and bias
+    assert_starts_as_model_without(config(False), config(True), frames(3), ".keep_gate.",
+                                   expected_missing=4)
 
 
 def test_the_factor_follows_each_token_and_scales_only_its_own_features():

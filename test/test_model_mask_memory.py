@@ -11,6 +11,7 @@ from memory_parts import (
     assert_loads_without_part,
     assert_onnx_runs_as_pytorch,
     assert_part_trains,
+    assert_starts_as_model_without,
     random_frames,
 )
 from memory_parts import run_clip as run
@@ -21,7 +22,6 @@ from metaseg_ros.model.memory import reset_memory
 from metaseg_ros.model.metasegmenter import memory_shapes
 from metaseg_ros.train.config import OptimConfig
 from metaseg_ros.train.optimizer import build_optimizer
-from metaseg_ros.train.trainer import set_memory_gates
 
 SIZE = (128, 128)
 GATE_OUT = "mask_memory.gate.2."  # the gate's last convolution (zero at the start)
@@ -45,17 +45,9 @@ def open_gate(model: MetaSegmenter, bias: float) -> None:
 
 def test_at_its_start_the_carry_is_the_model_without_it():
     torch.manual_seed(0)
-    without = MetaSegmenter(config(False)).eval()
-    set_memory_gates(without, 0.5)
-    carrying = MetaSegmenter(config(True)).eval()
-    missing, unexpected = carrying.load_state_dict(without.state_dict(), strict=False)
-    assert not unexpected and sorted(missing) == sorted(
-        n for n, _ in carrying.named_parameters() if n.startswith("mask_memory."))
-    assert len(missing) == 4  # two convolutions, weight and bias
-    images = frames(3)
-    for ours, theirs in zip(run(carrying, images), run(without, images), strict=True):
-        torch.testing.assert_close(ours.mask_logits, theirs.mask_logits, atol=1e-5, rtol=0)
-        torch.testing.assert_close(ours.class_logits, theirs.class_logits, atol=1e-5, rtol=0)
+    # two convolutions, weight and bias
+    assert_starts_as_model_without(config(False), config(True), frames(3), "mask_memory.",
+                                   expected_missing=4)
 
 
 def test_the_state_keeps_the_last_mask_features_and_a_placeholder_without_them():

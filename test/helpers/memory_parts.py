@@ -1,7 +1,8 @@
 """Shared steps of the tests of the memory's optional parts (pixel read, content gates,
-keep gates): random clips, a clip run with the memory carried, and the checks every new
-part must pass (it trains once the gates open; a checkpoint without it loads and leaves
-it at its zero start; the ONNX export runs it as PyTorch does)."""
+keep gates, mask-feature carry): random clips, a clip run with the memory carried, and the
+checks every new part must pass (at its start it is the model without it; it trains once
+the gates open; a checkpoint without it loads and leaves it at its zero start; the ONNX
+export runs it as PyTorch does)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,23 @@ def run_clip(model: MetaSegmenter, images: list[torch.Tensor], memory=None) -> l
             outputs.append(model(image, memory))
             memory = outputs[-1].memory
     return outputs
+
+
+def assert_starts_as_model_without(without: MetaSegConfig, with_part: MetaSegConfig,
+                                   images: list[torch.Tensor], marker: str,
+                                   expected_missing: int) -> None:
+    """The model with the part, loaded from one without it (memory gates at 0.5, so the
+    memory is open), gives the same outputs on `images`; what the load misses is the
+    `expected_missing` tensors whose name contains `marker`."""
+    reference = MetaSegmenter(without).eval()
+    set_memory_gates(reference, 0.5)
+    model = MetaSegmenter(with_part).eval()
+    missing, unexpected = model.load_state_dict(reference.state_dict(), strict=False)
+    assert not unexpected and all(marker in name for name in missing)
+    assert len(missing) == expected_missing
+    for ours, theirs in zip(run_clip(model, images), run_clip(reference, images), strict=True):
+        torch.testing.assert_close(ours.mask_logits, theirs.mask_logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours.class_logits, theirs.class_logits, atol=1e-5, rtol=0)
 
 
 def assert_part_trains(model: MetaSegmenter, images: list[torch.Tensor], marker: str,
