@@ -51,6 +51,16 @@ def initialise_weights(model: MetaSegmenter, init: str) -> str:
     return init_from_checkpoint(model, init)
 
 
+# The memory's optional parts: (config.memory flag, marker in their parameter names, what
+# the summary says when a checkpoint without the part initialises a model with it).
+OPTIONAL_MEMORY_PARTS = (
+    ("pixel_read", "pixel_memory.", "pixel memory read new (gate 0)"),
+    ("content_gate", ".content_gate.", "content gates new (scalar gates as trained)"),
+    ("keep_gate", ".keep_gate.", "keep gates new (own features kept whole)"),
+    ("past_mask_features", "mask_memory.", "mask-feature carry new (gate 0)"),
+)
+
+
 def init_from_checkpoint(model: MetaSegmenter, path: str | Path) -> str:
     """Copy a checkpoint's weights into model, mapping class-head rows by class name.
 
@@ -80,33 +90,12 @@ def init_from_checkpoint(model: MetaSegmenter, path: str | Path) -> str:
                 state[name] = new
                 mapped += 1
     fresh = ""
-    if model.pixel_memory is not None and not source_config.memory.pixel_read:
-        # A checkpoint without the pixel memory read: that module starts fresh (gate 0:
-        # the checkpoint's model exactly); every other tensor must still match.
-        for name, value in model.state_dict().items():
-            if name.startswith("pixel_memory."):
-                state[name] = value
-        fresh = "; pixel memory read new (gate 0)"
-    if model.config.memory.content_gate and not source_config.memory.content_gate:
-        # A checkpoint without content gates: they start fresh (last layer zero: the
-        # checkpoint's scalar gates exactly).
-        for name, value in model.state_dict().items():
-            if ".content_gate." in name:
-                state[name] = value
-        fresh += "; content gates new (scalar gates as trained)"
-    if model.config.memory.keep_gate and not source_config.memory.keep_gate:
-        # A checkpoint without keep gates: they start fresh (last layer zero: factor 1).
-        for name, value in model.state_dict().items():
-            if ".keep_gate." in name:
-                state[name] = value
-        fresh += "; keep gates new (own features kept whole)"
-    if model.mask_memory is not None and not source_config.memory.past_mask_features:
-        # A checkpoint without the kept mask features: the gate starts fresh (last layer
-        # zero: the checkpoint's model exactly).
-        for name, value in model.state_dict().items():
-            if name.startswith("mask_memory."):
-                state[name] = value
-        fresh += "; mask-feature carry new (gate 0)"
+    for flag, marker, summary in OPTIONAL_MEMORY_PARTS:
+        if getattr(model.config.memory, flag) and not getattr(source_config.memory, flag):
+            # A checkpoint without the part: it starts fresh, at its zero start (the
+            # checkpoint's model exactly); every other tensor must still match.
+            state.update({name: value for name, value in own.items() if marker in name})
+            fresh += f"; {summary}"
     load_state_dict_checked(model, state, strict=True)
     kept = sum(n in source_classes for n in target_classes)
     return (f"checkpoint {path} ({kept}/{len(target_classes)} classes found by name, "
