@@ -12,7 +12,8 @@ is timed in two variants, interleaved frame by frame so that load changes hit bo
 With --pixel-read [STRIDE ...] each config is measured again with memory.pixel_read on (the
 pixel features read the stored ones; stored maps at each stride given, default 32); with
 --carry, with memory.past_mask_features on (the gate and blend counted, the kept mask
-features in the ring's bytes).
+features in the ring's bytes); with --motion, also with memory.past_mask_motion (the flow
+measured and the kept features moved on every frame).
 Printed: median ms per frame on and off, their difference and its share of the "on" step,
 the time inside the memory modules measured by hooks during the "on" frames (reader,
 memory attention, write projection + ring write), and the ring's size in bytes (float32,
@@ -92,14 +93,16 @@ class ModuleTimer:
 
 
 def measure(name: str, size: tuple[int, int] | None, frames: int, warmup: int,
-            pixel_read_stride: int | None = None, carry: bool = False) -> None:
+            pixel_read_stride: int | None = None, carry: bool = False,
+            motion: bool = False) -> None:
     """Time one config on vs off and print a markdown row; pixel_read_stride: with the
-    pixel read, the stored maps at this stride; carry: with the mask-feature carry."""
+    pixel read, the stored maps at this stride; carry: with the mask-feature carry; motion:
+    the carry moved on by the flow."""
     overrides: dict = {} if size is None else {"image_size": size}
     if pixel_read_stride is not None:
         overrides["memory"] = {"pixel_read": True, "pool_stride": pixel_read_stride}
     if carry:
-        overrides["memory"] = {"past_mask_features": True}
+        overrides["memory"] = {"past_mask_features": True, "past_mask_motion": motion}
     model = MetaSegmenter(get_config(name, **overrides)).eval()
     height, width = model.config.image_size
     images = torch.rand(1, 3, height, width) * 255
@@ -127,7 +130,7 @@ def measure(name: str, size: tuple[int, int] | None, frames: int, warmup: int,
     label = name if pixel_read_stride is None else \
         f"{name} + pixel read (stride {pixel_read_stride})"
     if carry:
-        label = f"{name} + mask-feature carry"
+        label = f"{name} + mask-feature carry" + (" with motion" if motion else "")
     print(f"| {label} | {width}x{height} | {model.config.memory_frames} | {on_ms:.1f} | "
           f"{off_ms:.1f} | {on_ms - off_ms:+.1f} ({(on_ms - off_ms) / on_ms:+.1%}) | "
           f"{inside_ms:.1f} ({inside_ms / on_ms:.1%}) | {ring_bytes(memory)} |", flush=True)
@@ -151,6 +154,9 @@ def main() -> None:
     parser.add_argument("--carry", action="store_true",
                         help="also each config with memory.past_mask_features (the last "
                              "frame's mask features kept and blended in)")
+    parser.add_argument("--motion", action="store_true",
+                        help="also each config with the carry moved on by the flow "
+                             "(memory.past_mask_motion)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -167,6 +173,8 @@ def main() -> None:
             measure(name, size, args.frames, args.warmup, pixel_read_stride=stride)
         if args.carry:
             measure(name, size, args.frames, args.warmup, carry=True)
+        if args.motion:
+            measure(name, size, args.frames, args.warmup, carry=True, motion=True)
 
 
 if __name__ == "__main__":

@@ -108,9 +108,10 @@ def test_the_gate_is_per_pixel_and_follows_both_frames():
     assert weight.shape == (2, 1, 6, 6)
     assert weight.max() - weight.min() > 0.05  # pixels differ
     assert (carry.weight(current, current, valid) - weight).abs().max() > 0.05  # the past counts
-    blended = carry(current, past, valid)
+    blended, kept = carry(current, past, valid)
     torch.testing.assert_close(blended, current + weight * (past - current), atol=1e-6, rtol=0)
-    assert torch.equal(carry(current, past, torch.tensor([0.0, 1.0]))[0], current[0])
+    assert kept is blended  # without motion the state is the blended features alone
+    assert torch.equal(carry(current, past, torch.tensor([0.0, 1.0]))[0][0], current[0])
 
 
 def test_the_carry_is_trained_at_the_memory_learning_rate():

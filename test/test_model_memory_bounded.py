@@ -14,10 +14,11 @@ from metaseg_ros.model.memory import MemoryState
 from metaseg_ros.model.metasegmenter import MetaSegmenter, memory_shapes
 
 
-def _small_model(past_mask_features: bool = False) -> MetaSegmenter:
+def _small_model(past_mask_features: bool = False, motion: bool = False) -> MetaSegmenter:
     torch.manual_seed(0)
     config = get_config("tiny", image_size=(64, 64), num_queries=8, num_decoder_layers=2,
-                        memory={"pool_stride": 32, "past_mask_features": past_mask_features})
+                        memory={"pool_stride": 32, "past_mask_features": past_mask_features,
+                                "past_mask_motion": motion})
     model = MetaSegmenter(config).eval()
     with torch.no_grad():  # an open memory: the ring's content reaches the outputs
         for layer in model.transformer_decoder.layers:
@@ -29,11 +30,12 @@ def _bytes(memory: MemoryState) -> int:
     return sum(t.numel() * t.element_size() for t in memory)
 
 
-@pytest.mark.parametrize("past_mask_features", [False, True])
+@pytest.mark.parametrize(("past_mask_features", "motion"),
+                         [(False, False), (True, False), (True, True)])
 def test_ring_keeps_its_shapes_and_bytes_and_the_last_frames_far_past_its_length(
-        past_mask_features: bool) -> None:
+        past_mask_features: bool, motion: bool) -> None:
     torch.set_num_threads(1)
-    model = _small_model(past_mask_features)
+    model = _small_model(past_mask_features, motion)
     frames = model.config.memory_frames
     steps = 10 * frames + 3
     memory = model.initial_memory(1)

@@ -98,6 +98,9 @@ class MemoryConfig:
     past_mask_features: the last frame's stride-4 mask features are kept (MemoryState.
         mask_features) and each pixel can take them instead of its own
         (model/mask_memory.py); off in the shipped models.
+    past_mask_motion: the kept mask features are moved on by the flow between the last two
+        frames before the blend (model/mask_motion.py; the flow is kept with them); needs
+        past_mask_features; off in the shipped models.
     """
 
     feature_dim: int = 256
@@ -107,6 +110,7 @@ class MemoryConfig:
     content_gate: bool = False
     keep_gate: bool = False
     past_mask_features: bool = False
+    past_mask_motion: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,8 @@ def validate_config(config: MetaSegConfig) -> None:
         problems.append(f"image_size {config.image_size} must be divisible by pool_stride {stride}")
     if config.memory.keep_gate and not config.memory.pixel_read:
         problems.append("memory.keep_gate needs memory.pixel_read")
+    if config.memory.past_mask_motion and not config.memory.past_mask_features:
+        problems.append("memory.past_mask_motion needs memory.past_mask_features")
     if config.memory_frames < 1:
         problems.append("memory_frames must be >= 1")
     if config.num_decoder_layers < 1 or config.num_queries < 1:

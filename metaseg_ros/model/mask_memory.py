@@ -13,6 +13,10 @@ pixel take them instead of its own. The gate sees both the current and the past 
 so it can tell a damaged pixel (they disagree, the current one looks blank) from a moved
 object. Its last convolution starts at zero: exactly the model without it. With the
 memory reset (slot 0 empty) the past is ignored.
+
+With memory.past_mask_motion the kept state also holds the flow from the last frame to the
+one before (two channels after the features) and the kept features are first moved on by
+it, constant velocity (model/mask_motion.py); cells nothing moved into take no past.
 """
 
 from __future__ import annotations
@@ -20,14 +24,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from metaseg_ros.model.mask_motion import estimate_flow, splat
+
 CARRY_GATE_HIDDEN = 32  # hidden channels of the per-pixel gate
 
 
 class MaskFeatureCarry(nn.Module):
     """Per-pixel gated blend of the current and the last frame's mask features."""
 
-    def __init__(self, mask_dim: int) -> None:
+    def __init__(self, mask_dim: int, motion: bool = False) -> None:
         super().__init__()
+        self.mask_dim = mask_dim
+        self.motion = motion
         self.gate = nn.Sequential(
             nn.Conv2d(2 * mask_dim, CARRY_GATE_HIDDEN, 1), nn.ReLU(),
             nn.Conv2d(CARRY_GATE_HIDDEN, 1, 3, padding=1))
@@ -40,7 +48,18 @@ class MaskFeatureCarry(nn.Module):
         return torch.tanh(self.gate(torch.cat([current, past], dim=1))) * past_valid.to(
             current.dtype)[:, None, None, None]
 
-    def forward(self, current: Tensor, past: Tensor, past_valid: Tensor) -> Tensor:
-        """current, past (B, mask_dim, H/4, W/4) -> the blended mask features."""
-        weight = self.weight(current, past, past_valid)
-        return current + weight * (past.to(current.dtype) - current)
+    def forward(self, current: Tensor, kept: Tensor, past_valid: Tensor
+                ) -> tuple[Tensor, Tensor]:
+        """current (B, mask_dim, H/4, W/4), kept (the state: the last frame's features, with
+        motion its flow after them) -> (the blended mask features, the state to keep)."""
+        if not self.motion:
+            weight = self.weight(current, kept, past_valid)
+            blended = current + weight * (kept.to(current.dtype) - current)
+            return blended, blended
+        past, flow = kept[:, :self.mask_dim].to(current.dtype), kept[:, self.mask_dim:]
+        moved, coverage = splat(past, -flow.to(current.dtype))
+        weight = self.weight(current, moved, past_valid) * coverage
+        blended = current + weight * (moved - current)
+        valid = past_valid.to(current.dtype)[:, None, None, None]
+        new_flow = estimate_flow(blended, past).to(current.dtype) * valid
+        return blended, torch.cat([blended, new_flow], dim=1)

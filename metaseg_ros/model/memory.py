@@ -36,7 +36,8 @@ class MemoryState(NamedTuple):
     queries:  (B, T, Q, D) decoder query embeddings
     valid:    (B, T) float32, 1.0 = filled slot, 0.0 = empty
     mask_features: (B, mask_dim, H/4, W/4) the last frame's mask features (valid with
-        slot 0), or (B, 1, 1, 1) when the model does not keep them
+        slot 0; with memory.past_mask_motion two more channels: its flow to the frame
+        before, model/mask_motion.py), or (B, 1, 1, 1) when the model does not keep them
     """
 
     features: Tensor

@@ -57,12 +57,14 @@ def memory_shapes(config: MetaSegConfig, batch_size: int = 1,
 
 def kept_mask_shape(config: MetaSegConfig, image_size: tuple[int, int] | None = None
                     ) -> tuple[int, int, int]:
-    """(mask_dim, H/4, W/4) of the kept mask features; (1, 1, 1) (a placeholder) without
+    """(mask_dim, H/4, W/4) of the kept mask features (mask_dim + 2 with memory.
+    past_mask_motion: their flow); (1, 1, 1) (a placeholder) without
     memory.past_mask_features."""
     if not config.memory.past_mask_features:
         return (1, 1, 1)
     height, width = image_size or config.image_size
-    return (config.pixel_decoder.mask_dim, height // 4, width // 4)
+    channels = config.pixel_decoder.mask_dim + (2 if config.memory.past_mask_motion else 0)
+    return (channels, height // 4, width // 4)
 
 
 def step_input_shapes(config: MetaSegConfig, batch_size: int = 1) -> tuple[tuple[int, ...], ...]:
@@ -102,7 +104,8 @@ class MetaSegmenter(nn.Module):
             memory.num_heads, memory.content_gate,
             memory.keep_gate) if memory.pixel_read else None
         self.mask_memory = MaskFeatureCarry(
-            config.pixel_decoder.mask_dim) if memory.past_mask_features else None
+            config.pixel_decoder.mask_dim,
+            memory.past_mask_motion) if memory.past_mask_features else None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -131,14 +134,14 @@ class MetaSegmenter(nn.Module):
         decoded = self.pixel_decoder(
             features, None if read is None else (lambda level: read(level, memory)))
         mask_features = decoded.mask_features
+        kept = None
         if self.mask_memory is not None:
-            mask_features = self.mask_memory(mask_features, memory.mask_features,
-                                             memory.valid[:, 0])
+            mask_features, kept = self.mask_memory(mask_features, memory.mask_features,
+                                                   memory.valid[:, 0])
         tokens = self.memory_reader(memory, self.transformer_decoder.query_embed)
         out = self.transformer_decoder(decoded.multi_scale, mask_features, tokens)
         new_features = self._memory_features(decoded.multi_scale)
-        new_memory = write_frame(memory, new_features, out.query_embeddings,
-                                 None if self.mask_memory is None else mask_features)
+        new_memory = write_frame(memory, new_features, out.query_embeddings, kept)
         final = out.predictions[-1]
         result = NetworkOutput(final.class_logits, final.mask_logits, out.query_embeddings,
                                new_memory)
