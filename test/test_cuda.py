@@ -24,13 +24,16 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 FRAMES = 6
 
 
-def gated_model() -> MetaSegmenter:
-    """The tiny config with random weights and the memory gates open."""
+def gated_model(memory: dict | None = None) -> MetaSegmenter:
+    """The tiny config with random weights and the memory gates open (the carry's, with
+    `memory` turning it on, half open)."""
     torch.manual_seed(0)
-    model = MetaSegmenter(get_config("tiny", image_size=(256, 256)))
+    model = MetaSegmenter(get_config("tiny", image_size=(256, 256), memory=memory or {}))
     with torch.no_grad():
         for index, layer in enumerate(model.transformer_decoder.layers):
             layer.memory_attn.gate.fill_(0.3 + 0.05 * index)
+        if model.mask_memory is not None:
+            model.mask_memory.gate[-1].bias.fill_(0.5)
     return model.eval()
 
 
@@ -99,6 +102,17 @@ def test_cuda_graph_replays_the_eager_step(precision):
     for frame in parity:
         assert max(frame.relative_errors.values()) < 1e-4, frame
         assert frame.mask_iou >= 0.999, frame
+
+
+def test_cuda_graph_replays_the_carry_moved_on_by_the_flow():
+    """memory.past_mask_motion makes its flow offsets on the device: capture works."""
+    memory = {"pool_stride": 32, "past_mask_features": True, "past_mask_motion": True}
+    eager = EagerRunner(gated_model(memory), "cuda")
+    graph = CudaGraphRunner(gated_model(memory), "cuda")
+    parity = compare_step_outputs(eager, graph, eager.initial_memory(), graph.initial_memory(),
+                                  network_inputs(eager.model))
+    for frame in parity:
+        assert max(frame.relative_errors.values()) < 1e-4, frame
 
 
 def test_cuda_graph_results_outlive_later_calls():

@@ -41,15 +41,19 @@ def estimate_flow(current: Tensor, past: Tensor) -> Tensor:
         height, width = current.shape[-2:]
         radius = FLOW_RADIUS
         padded = F.pad(past, (radius, radius, radius, radius))
-        scores, steps = [], []
+        scores = []
         for dy in range(-radius, radius + 1):
             for dx in range(-radius, radius + 1):
                 window = padded[:, :, radius + dy:radius + dy + height,
                                 radius + dx:radius + dx + width]
                 scores.append((current * window).sum(dim=1))
-                steps.append((dx, dy))
         similarity = torch.stack(scores, dim=1)
-        steps = torch.tensor(steps, dtype=similarity.dtype, device=similarity.device)
+        # (dx, dy) of each score, in the loop's order; made on the device (no host copy,
+        # so CUDA-graph capture works)
+        offsets = torch.arange(-radius, radius + 1, device=similarity.device,
+                               dtype=similarity.dtype)
+        steps = torch.stack([offsets.repeat(2 * radius + 1),
+                             offsets.repeat_interleave(2 * radius + 1)], dim=1)
         cost = FLOW_PRIOR * steps.square().sum(dim=1)[None, :, None, None]
         probabilities = torch.softmax((similarity - cost) / FLOW_TEMPERATURE, dim=1)
         flow = torch.einsum("bkhw,kc->bchw", probabilities, steps)
