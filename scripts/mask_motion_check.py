@@ -28,7 +28,6 @@ from metaseg_ros.data.degradations import DEGRADED_PRESET, DegradationConfig
 from metaseg_ros.data.synthetic import SyntheticConfig, SyntheticVideoSource
 from metaseg_ros.model import MetaSegmenter
 from metaseg_ros.model.checkpoint import checkpoint_paths, load_checkpoint_config
-from metaseg_ros.model.mask_motion import splat
 
 
 def model_with_motion(checkpoint: str) -> MetaSegmenter:
@@ -104,7 +103,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = model_with_motion(args.checkpoint)
     recorder = Recorder(model)
-    mask_dim = model.config.pixel_decoder.mask_dim
     sources = {name: SyntheticVideoSource(args.videos, SyntheticConfig(
         image_size=tuple(model.config.image_size), num_frames=args.frames,
         class_names=tuple(model.class_names), degradations=degradations),
@@ -127,9 +125,7 @@ def main() -> None:
             if tags[t]:
                 kinds.append((tags[t].split("+")[0], degraded[t]))
             for kind, step in kinds:
-                kept = step["kept"]
-                past, flow = kept[:, :mask_dim], kept[:, mask_dim:]
-                moved, coverage = splat(past, -flow)
+                past, moved, coverage = model.mask_memory.moved_past(step["kept"])
                 moved = moved + (1 - coverage) * past  # where nothing landed: as kept
                 row = rows[kind]
                 row["kept"].append(mean_iou(embeddings, reference["current"], past))

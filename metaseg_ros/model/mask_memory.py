@@ -56,10 +56,16 @@ class MaskFeatureCarry(nn.Module):
             weight = self.weight(current, kept, past_valid)
             blended = current + weight * (kept.to(current.dtype) - current)
             return blended, blended
-        past, flow = kept[:, :self.mask_dim].to(current.dtype), kept[:, self.mask_dim:]
-        moved, coverage = splat(past, -flow.to(current.dtype))
+        past, moved, coverage = self.moved_past(kept.to(current.dtype))
         weight = self.weight(current, moved, past_valid) * coverage
         blended = current + weight * (moved - current)
         valid = past_valid.to(current.dtype)[:, None, None, None]
         new_flow = estimate_flow(blended, past).to(current.dtype) * valid
         return blended, torch.cat([blended, new_flow], dim=1)
+
+    def moved_past(self, kept: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """With motion, from the kept state: the last frame's features as kept, moved on by
+        their flow (constant velocity), and the share of each cell the move covers."""
+        past, flow = kept[:, :self.mask_dim], kept[:, self.mask_dim:]
+        moved, coverage = splat(past, -flow)
+        return past, moved, coverage

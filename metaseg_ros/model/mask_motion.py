@@ -100,4 +100,3 @@ def splat(values: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
     coverage = landed.clamp(0.0, 1.0)
     return (moved.reshape(batch, channels, height, width),
             coverage.reshape(batch, 1, height, width))
-
