@@ -7,10 +7,10 @@
 Each decoder layer adds tanh(gate) * attention(memory) to its queries: at gate 0 the model is
 the image Mask2Former, and |tanh(gate)| says how much of the memory a layer lets through. A
 model with the pixel memory read (memory.pixel_read) has one more gate, printed after them.
-The mask-feature carry (memory.past_mask_features) has a per-pixel gate that depends on the
-frame; only its presence is printed (scripts/content_gates.py measures it on videos).
 With content gates (memory.content_gate) these are each gate's bias: the gate of a query or
 pixel adds what its MLP says, so scripts/content_gates.py measures them on videos.
+The mask-feature carry (memory.past_mask_features) has a per-pixel gate that depends on the
+frame; only its presence is printed (scripts/content_gates.py measures it on videos).
 """
 
 from __future__ import annotations

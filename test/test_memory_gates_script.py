@@ -1,5 +1,5 @@
 """scripts/memory_gates.py prints each decoder layer's memory gate of a checkpoint and says
-which memory parts it has (pixel read, mask-feature carry); a missing checkpoint is one
+whether it has the mask-feature carry; a missing checkpoint is one
 line, not a traceback."""
 
 from __future__ import annotations
