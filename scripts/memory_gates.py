@@ -22,6 +22,8 @@ from pathlib import Path
 
 from safetensors.numpy import load_file
 
+from metaseg_ros.model.checkpoint import checkpoint_paths
+
 
 def gates(checkpoint: str) -> tuple[list[float], float | None, bool, bool]:
     """The gate of every decoder layer, in layer order, the pixel memory read's (None
@@ -31,7 +33,7 @@ def gates(checkpoint: str) -> tuple[list[float], float | None, bool, bool]:
     path = Path(checkpoint)
     if path.is_dir():
         path = path / "model"
-    path = Path(str(path).removesuffix(".safetensors").removesuffix(".json") + ".safetensors")
+    path = checkpoint_paths(path)[0]
     if not path.is_file():
         print(f"memory_gates: no checkpoint at {path}", file=sys.stderr)
         raise SystemExit(2)
