@@ -1,6 +1,5 @@
 """scripts/memory_gates.py prints each decoder layer's memory gate of a checkpoint and says
-whether it has the mask-feature carry; a missing checkpoint is one
-line, not a traceback."""
+whether it has the mask-feature carry; a missing checkpoint is one line, not a traceback."""
 
 from __future__ import annotations
 
