@@ -62,7 +62,7 @@ class GateRecorder:
         self.carry: torch.Tensor | None = None
         self.queries: list[torch.Tensor] = []
         if self.carries:
-            model.mask_memory.gate.register_forward_hook(
+            model.mask_memory.gate[-1].register_forward_hook(
                 lambda _m, _i, out: setattr(self, "carry", torch.tanh(out[0, 0])))
         if not self.content:
             return

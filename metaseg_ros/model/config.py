@@ -101,6 +101,9 @@ class MemoryConfig:
     past_mask_motion: the kept mask features are moved on by the flow between the last two
         frames before the blend (model/mask_motion.py; the flow is kept with them); needs
         past_mask_features; off in the shipped models.
+    past_mask_frame_context: the carry's gate also sees the mean of its hidden features
+        over the whole frame (a blurred or dark frame, not a smooth region); needs
+        past_mask_features; off in the shipped models.
     """
 
     feature_dim: int = 256
@@ -111,6 +114,7 @@ class MemoryConfig:
     keep_gate: bool = False
     past_mask_features: bool = False
     past_mask_motion: bool = False
+    past_mask_frame_context: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,8 @@ def validate_config(config: MetaSegConfig) -> None:
         problems.append("memory.keep_gate needs memory.pixel_read")
     if config.memory.past_mask_motion and not config.memory.past_mask_features:
         problems.append("memory.past_mask_motion needs memory.past_mask_features")
+    if config.memory.past_mask_frame_context and not config.memory.past_mask_features:
+        problems.append("memory.past_mask_frame_context needs memory.past_mask_features")
     if config.memory_frames < 1:
         problems.append("memory_frames must be >= 1")
     if config.num_decoder_layers < 1 or config.num_queries < 1:

@@ -17,6 +17,11 @@ memory reset (slot 0 empty) the past is ignored.
 With memory.past_mask_motion the kept state also holds the flow from the last frame to the
 one before (two channels after the features) and the kept features are first moved on by
 it, constant velocity (model/mask_motion.py); cells nothing moved into take no past.
+
+With memory.past_mask_frame_context the gate also sees the whole frame: the mean of its
+hidden features over the frame, through a linear map (starting at zero: the gate without
+it), is added to every pixel's hidden features. A 3x3 window at stride 4 cannot tell a
+blurred or dark frame from a smooth region of a good one; the frame's mean can.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ CARRY_GATE_HIDDEN = 32  # hidden channels of the per-pixel gate
 class MaskFeatureCarry(nn.Module):
     """Per-pixel gated blend of the current and the last frame's mask features."""
 
-    def __init__(self, mask_dim: int, motion: bool = False) -> None:
+    def __init__(self, mask_dim: int, motion: bool = False, frame_context: bool = False
+                 ) -> None:
         super().__init__()
         self.mask_dim = mask_dim
         self.motion = motion
@@ -41,12 +47,22 @@ class MaskFeatureCarry(nn.Module):
             nn.Conv2d(CARRY_GATE_HIDDEN, 1, 3, padding=1))
         nn.init.zeros_(self.gate[-1].weight)
         nn.init.zeros_(self.gate[-1].bias)
+        self.frame_context = nn.Linear(
+            CARRY_GATE_HIDDEN, CARRY_GATE_HIDDEN) if frame_context else None
+        if self.frame_context is not None:
+            nn.init.zeros_(self.frame_context.weight)
+            nn.init.zeros_(self.frame_context.bias)
 
     def weight(self, current: Tensor, past: Tensor, past_valid: Tensor) -> Tensor:
         """How much of the past each pixel takes (B, 1, H/4, W/4); past_valid (B,) 0/1."""
-        past = past.to(current.dtype)
-        return torch.tanh(self.gate(torch.cat([current, past], dim=1))) * past_valid.to(
-            current.dtype)[:, None, None, None]
+        both = torch.cat([current, past.to(current.dtype)], dim=1)
+        if self.frame_context is None:
+            logits = self.gate(both)
+        else:
+            hidden = self.gate[0](both)
+            context = self.frame_context(self.gate[1](hidden).mean(dim=(2, 3)))
+            logits = self.gate[2](self.gate[1](hidden + context[:, :, None, None]))
+        return torch.tanh(logits) * past_valid.to(current.dtype)[:, None, None, None]
 
     def forward(self, current: Tensor, kept: Tensor, past_valid: Tensor
                 ) -> tuple[Tensor, Tensor]:

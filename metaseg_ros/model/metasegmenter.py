@@ -105,7 +105,8 @@ class MetaSegmenter(nn.Module):
             memory.keep_gate) if memory.pixel_read else None
         self.mask_memory = MaskFeatureCarry(
             config.pixel_decoder.mask_dim,
-            memory.past_mask_motion) if memory.past_mask_features else None
+            memory.past_mask_motion,
+            memory.past_mask_frame_context) if memory.past_mask_features else None
 
     @property
     def class_names(self) -> tuple[str, ...]:

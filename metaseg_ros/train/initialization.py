@@ -58,6 +58,8 @@ OPTIONAL_MEMORY_PARTS = (
     ("content_gate", ".content_gate.", "content gates new (scalar gates as trained)"),
     ("keep_gate", ".keep_gate.", "keep gates new (own features kept whole)"),
     ("past_mask_features", "mask_memory.", "mask-feature carry new (gate 0)"),
+    ("past_mask_frame_context", "mask_memory.frame_context.",
+     "carry's frame context new (zero)"),
 )
 
 
