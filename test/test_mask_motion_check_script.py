@@ -35,6 +35,8 @@ def test_each_frame_after_the_second_is_compared(tmp_path: Path) -> None:
     assert cells[2] == "1.000 (the reference)"
     assert all(0.0 <= float(value) <= 1.0 for value in cells[3:5])
     assert cells[5].endswith("%")
+    # the oracle's best step includes staying put: never below the features as kept
+    assert float(cells[3]) <= float(cells[6]) <= 1.0
 
 
 def test_bad_arguments_are_a_usage_error() -> None:
