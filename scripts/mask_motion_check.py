@@ -77,21 +77,11 @@ def run(model: MetaSegmenter, recorder: Recorder, frames: np.ndarray) -> list[di
     return steps
 
 
-def mean_iou(embeddings: torch.Tensor, reference: torch.Tensor, features: torch.Tensor
-             ) -> float:
-    """Mean IoU of the masks (logit > 0) the embeddings draw on features vs on reference."""
-    ours = torch.einsum("qc,chw->qhw", embeddings, features[0]) > 0
-    theirs = torch.einsum("qc,chw->qhw", embeddings, reference[0]) > 0
-    keep = theirs.flatten(1).any(1)
-    inter = (ours & theirs).flatten(1).sum(1)[keep].float()
-    union = (ours | theirs).flatten(1).sum(1)[keep].float()
-    return float((inter / union).mean()) if keep.any() else float("nan")
-
-
-def best_shift_iou(embeddings: torch.Tensor, reference: torch.Tensor, features: torch.Tensor
-                   ) -> float:
-    """Mean over queries of the best IoU of a query's mask on features, shifted by any whole
-    step within +-SHIFT_ORACLE_RADIUS cells, with its mask on reference (an oracle)."""
+def mean_iou(embeddings: torch.Tensor, reference: torch.Tensor, features: torch.Tensor,
+             shift_radius: int = 0) -> float:
+    """Mean over queries of the IoU of the mask (logit > 0) a query draws on features with
+    its mask on reference; with shift_radius, each query's best IoU over its mask shifted by
+    any whole step within +-shift_radius cells (an oracle)."""
     ours = torch.einsum("qc,chw->qhw", embeddings, features[0]) > 0
     theirs = torch.einsum("qc,chw->qhw", embeddings, reference[0]) > 0
     keep = theirs.flatten(1).any(1)
@@ -99,7 +89,7 @@ def best_shift_iou(embeddings: torch.Tensor, reference: torch.Tensor, features: 
         return float("nan")
     ours, theirs = ours[keep], theirs[keep]
     best = torch.zeros(len(theirs))
-    steps = range(-SHIFT_ORACLE_RADIUS, SHIFT_ORACLE_RADIUS + 1)
+    steps = range(-shift_radius, shift_radius + 1)
     for dy in steps:
         for dx in steps:
             shifted = torch.roll(ours, (dy, dx), dims=(1, 2))
@@ -156,7 +146,8 @@ def main() -> None:
                 row["kept"].append(mean_iou(embeddings, reference["current"], past))
                 row["moved"].append(mean_iou(embeddings, reference["current"], moved))
                 row["own"].append(mean_iou(embeddings, reference["current"], step["current"]))
-                row["shifted"].append(best_shift_iou(embeddings, reference["current"], past))
+                row["shifted"].append(mean_iou(embeddings, reference["current"], past,
+                                               SHIFT_ORACLE_RADIUS))
                 row["coverage"].append(float(coverage.mean()))
         print(f"video {video + 1}/{args.videos}", file=sys.stderr, flush=True)
 
